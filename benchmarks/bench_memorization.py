@@ -1,0 +1,85 @@
+"""Fast EL/MA path vs the reference per-prefix `generate` loop, same model, data and machine.
+
+    ICU_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_memorization.py
+
+Writes benchmarks/results/bench_memorization.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from icu_unlearn.data.forget import load_forget_set
+from icu_unlearn.metrics.memorization import memorization_scores, memorization_scores_reference
+from icu_unlearn.models import load_model_and_tokenizer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--forget", default="lm-extraction:32_0")
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--el-n", type=int, default=10)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    samples = load_forget_set(args.forget, tokenizer)[: args.samples]
+    seqs = [s.input_ids for s in samples]
+    t0s = [s.prefix_length for s in samples]
+    pad = tokenizer.pad_token_id
+
+    start = time.perf_counter()
+    fast = memorization_scores(model, seqs, t0s, pad, n=args.el_n)
+    fast_s = time.perf_counter() - start
+    print(f"fast path: {fast_s:.1f} s", flush=True)
+    start = time.perf_counter()
+    ref = memorization_scores_reference(model, seqs, t0s, pad, n=args.el_n)
+    ref_s = time.perf_counter() - start
+    print(f"reference: {ref_s:.1f} s", flush=True)
+
+    d_el = [abs(a - b) for a, b in zip(fast.extraction_likelihood, ref.extraction_likelihood, strict=False)]
+    d_ma = [abs(a - b) for a, b in zip(fast.memorization_accuracy, ref.memorization_accuracy, strict=False)]
+    mismatch = sum((1 - m) * (len(s) - 1) for m, s in zip(ref.memorization_accuracy, seqs, strict=False))
+    result = {
+        "model": args.model,
+        "forget": args.forget,
+        "samples": len(seqs),
+        "tokens_per_sample": [len(s) for s in seqs],
+        "el_n": args.el_n,
+        "mismatch_share": mismatch / sum(len(s) - 1 for s in seqs),
+        "fast_seconds": round(fast_s, 2),
+        "reference_seconds": round(ref_s, 2),
+        "speedup": round(ref_s / fast_s, 2),
+        "max_abs_delta_el": max(d_el),
+        "mean_abs_delta_el": sum(d_el) / len(d_el),
+        "max_abs_delta_ma": max(d_ma),
+        "mean_abs_delta_ma": sum(d_ma) / len(d_ma),
+        "same_generations": sum(f == r for f, r in zip(fast.generations, ref.generations, strict=False)),
+        "mean_el_fast": sum(fast.extraction_likelihood) / len(seqs),
+        "mean_ma_fast": sum(fast.memorization_accuracy) / len(seqs),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or platform.platform()}",
+        "torch": torch.__version__,
+        "date": date.today().isoformat(),
+        "command": "ICU_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_memorization.py",
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_memorization.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["# EL/MA: fast path vs reference per-prefix generate loop", ""]
+    lines += [f"| {k} | {v} |" for k, v in result.items() if k != "tokens_per_sample"]
+    lines.insert(2, "| key | value |")
+    lines.insert(3, "| --- | --- |")
+    (out / "bench_memorization.md").write_text("\n".join(lines) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""icu-unlearn: make a causal language model forget specific sequences, and prove it."""
+
+from .data.forget import ForgetSample, load_forget_set
+from .evaluate import EvalResult, EvalSettings, evaluate
+from .metrics.memorization import memorization_scores, memorization_scores_reference
+
+__all__ = [
+    "EvalResult",
+    "EvalSettings",
+    "ForgetSample",
+    "evaluate",
+    "load_forget_set",
+    "memorization_scores",
+    "memorization_scores_reference",
+]
+__version__ = "0.1.0"

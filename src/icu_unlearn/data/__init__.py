@@ -1,0 +1,1 @@
+"""Forget sets, analogous pools, and the offline data mirror."""

@@ -1,0 +1,150 @@
+"""`evaluate()`: memorization metrics per forget sample, the API behind `icu-unlearn eval`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .data.forget import ForgetSample, load_forget_set
+from .io import atomic_write_json, atomic_write_jsonl
+from .metrics.memorization import memorization_scores
+from .metrics.similarity import (
+    DEFAULT_BERTSCORE_LAYERS,
+    bertscore_f1,
+    default_bertscore_model,
+    sentence_bleu,
+    token_entropy,
+)
+from .models import load_model_and_tokenizer
+
+
+@dataclass
+class EvalSettings:
+    el_n: int = 10  # the paper reports EL_10
+    el_window: bool = False  # True: only prefix lengths >= t0 (the authors' code)
+    batch_size: int = 8  # sequences per forward pass
+    bertscore_model: str | None = None  # None: the packaged all-MiniLM-L6-v2
+    bertscore_layers: int = DEFAULT_BERTSCORE_LAYERS
+
+
+@dataclass
+class EvalResult:
+    samples: list[dict]
+    summary: dict
+    settings: dict = field(default_factory=dict)
+
+    def write(self, out: str | Path) -> None:
+        out = Path(out)
+        atomic_write_jsonl(out / "memorization.jsonl", self.samples)
+        atomic_write_json(out / "summary.json", self.summary)
+
+
+def metric_keys(el_n: int) -> list[str]:
+    return [f"el_{el_n}", "ma", "bertscore_f1", "bleu", "entropy"]
+
+
+def score_samples(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    samples: list[ForgetSample],
+    settings: EvalSettings,
+    progress: bool = False,
+) -> list[dict]:
+    """One row per sample: EL_n, MA, BERTScore F1, BLEU, entropy and the greedy generation."""
+    ids = [s.input_ids for s in samples]
+    t0s = [s.prefix_length for s in samples]
+    el, ma, gens = [], [], []
+    step = settings.batch_size
+    for k in tqdm(range(0, len(samples), step), desc="EL/MA", disable=not progress, unit="batch"):
+        scores = memorization_scores(
+            model,
+            ids[k : k + step],
+            t0s[k : k + step],
+            pad_token_id=tokenizer.pad_token_id,
+            n=settings.el_n,
+            window=settings.el_window,
+            batch_size=step,
+        )
+        el += scores.extraction_likelihood
+        ma += scores.memorization_accuracy
+        gens += scores.generations
+    texts = [tokenizer.decode(g, skip_special_tokens=True) for g in gens]
+    references = [s.suffix for s in samples]
+    bert = bertscore_f1(
+        texts,
+        references,
+        model_type=settings.bertscore_model,
+        num_layers=settings.bertscore_layers,
+    )
+    bleu = sentence_bleu(texts, references)
+    rows = []
+    for i, s in enumerate(samples):
+        rows.append(
+            {
+                "id": s.id,
+                f"el_{settings.el_n}": el[i],
+                "ma": ma[i],
+                "bertscore_f1": bert[i],
+                "bleu": bleu[i],
+                "entropy": token_entropy(gens[i]),
+                "generation": texts[i],
+                "prefix_tokens": s.prefix_length,
+                "suffix_tokens": len(s.suffix_ids),
+                "sha256": s.content_hash(),
+            }
+        )
+    return rows
+
+
+def summarize(rows: list[dict], el_n: int) -> dict:
+    return {k: sum(r[k] for r in rows) / len(rows) for k in metric_keys(el_n)} | {
+        "num_samples": len(rows)
+    }
+
+
+def evaluate(
+    model: str | PreTrainedModel,
+    forget: str | list[ForgetSample],
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    settings: EvalSettings | None = None,
+    prefix_length: int = 50,
+    data_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    progress: bool = False,
+    trust_remote_code: bool = False,
+) -> EvalResult:
+    """Memorization metrics of `model` on `forget` (a spec or loaded samples)."""
+    settings = settings or EvalSettings()
+    model_spec = model if isinstance(model, str) else model.config.name_or_path
+    if isinstance(model, str):
+        model, tokenizer = load_model_and_tokenizer(model, trust_remote_code=trust_remote_code)
+    if tokenizer is None:
+        raise ValueError("pass the tokenizer along with a loaded model")
+    samples = (
+        load_forget_set(
+            forget,
+            tokenizer,
+            prefix_length,
+            data_dir,
+            vocab_size=model.get_input_embeddings().num_embeddings,
+        )
+        if isinstance(forget, str)
+        else forget
+    )
+    start = time.perf_counter()
+    rows = score_samples(model, tokenizer, samples, settings, progress)
+    recorded = asdict(settings) | {
+        "bertscore_model": settings.bertscore_model or default_bertscore_model(),
+        "model": model_spec,
+        "forget": forget if isinstance(forget, str) else "<samples>",
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    summary = summarize(rows, settings.el_n) | {"settings": recorded}
+    result = EvalResult(rows, summary, recorded)
+    if out is not None:
+        result.write(out)
+    return result

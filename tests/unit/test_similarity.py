@@ -1,0 +1,47 @@
+"""BLEU, BERTScore and entropy agree with the libraries and with hand-worked values."""
+
+from __future__ import annotations
+
+import math
+
+import bert_score
+import pytest
+import sacrebleu
+
+from icu_unlearn.metrics.similarity import (
+    bertscore_f1,
+    default_bertscore_model,
+    sentence_bleu,
+    token_entropy,
+)
+
+HYPS = ["the cat sat on the mat", "call me at 555 0134", "", "completely different words"]
+REFS = ["the cat sat on the mat", "call me at 555 0199 tonight", "some text", "nothing alike here"]
+
+
+def test_bleu_matches_sacrebleu_on_a_0_1_scale():
+    expected = [sacrebleu.sentence_bleu(h, [r]).score / 100 for h, r in zip(HYPS, REFS, strict=False)]
+    assert sentence_bleu(HYPS, REFS) == pytest.approx(expected)
+    assert sentence_bleu(HYPS[:1], REFS[:1]) == pytest.approx([1.0])
+
+
+def test_bertscore_matches_the_library():
+    _, _, f1 = bert_score.score(
+        HYPS[:2] + HYPS[3:],
+        REFS[:2] + REFS[3:],
+        model_type=default_bertscore_model(),
+        num_layers=6,
+    )
+    ours = bertscore_f1(HYPS[:2] + HYPS[3:], REFS[:2] + REFS[3:])
+    assert ours == pytest.approx(f1.tolist(), abs=1e-6)
+    assert ours[0] == pytest.approx(1.0, abs=1e-5)
+    assert ours[1] > ours[2]
+
+
+def test_entropy_hand_worked():
+    assert token_entropy([7, 7, 7, 7]) == 0.0
+    assert token_entropy([1, 2]) == pytest.approx(1.0)
+    # p = (1/2, 1/4, 1/4): 0.5*1 + 2 * 0.25*2 = 1.5 bits
+    assert token_entropy([1, 1, 2, 3]) == pytest.approx(1.5)
+    assert token_entropy(list(range(8))) == pytest.approx(math.log2(8))
+    assert token_entropy([]) == 0.0
