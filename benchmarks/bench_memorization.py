@@ -45,9 +45,17 @@ def main() -> None:
     ref_s = time.perf_counter() - start
     print(f"reference: {ref_s:.1f} s", flush=True)
 
-    d_el = [abs(a - b) for a, b in zip(fast.extraction_likelihood, ref.extraction_likelihood, strict=False)]
-    d_ma = [abs(a - b) for a, b in zip(fast.memorization_accuracy, ref.memorization_accuracy, strict=False)]
-    mismatch = sum((1 - m) * (len(s) - 1) for m, s in zip(ref.memorization_accuracy, seqs, strict=False))
+    d_el = [
+        abs(a - b)
+        for a, b in zip(fast.extraction_likelihood, ref.extraction_likelihood, strict=False)
+    ]
+    d_ma = [
+        abs(a - b)
+        for a, b in zip(fast.memorization_accuracy, ref.memorization_accuracy, strict=False)
+    ]
+    mismatch = sum(
+        (1 - m) * (len(s) - 1) for m, s in zip(ref.memorization_accuracy, seqs, strict=False)
+    )
     result = {
         "model": args.model,
         "forget": args.forget,
@@ -62,7 +70,9 @@ def main() -> None:
         "mean_abs_delta_el": sum(d_el) / len(d_el),
         "max_abs_delta_ma": max(d_ma),
         "mean_abs_delta_ma": sum(d_ma) / len(d_ma),
-        "same_generations": sum(f == r for f, r in zip(fast.generations, ref.generations, strict=False)),
+        "same_generations": sum(
+            f == r for f, r in zip(fast.generations, ref.generations, strict=False)
+        ),
         "mean_el_fast": sum(fast.extraction_likelihood) / len(seqs),
         "mean_ma_fast": sum(fast.memorization_accuracy) / len(seqs),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or platform.platform()}",

@@ -89,6 +89,66 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import unlearn
+
+    overrides = list(args.set or [])
+    if args.out:
+        overrides.append(f"out={args.out}")
+    config = load_config(args.config, overrides)
+    result = unlearn(config, resume=args.resume, overwrite=args.overwrite)
+    before, after = result.manifest["before"], result.manifest["after"]
+    keys = ["el_" + str(config.stop.el_n), "ma", "bertscore_f1", "bleu"]
+    print(
+        _table(
+            [
+                ["forget set", *keys],
+                ["before", *(f"{before[k]:.4f}" for k in keys)],
+                [f"after {result.manifest['epochs']} epochs", *(f"{after[k]:.4f}" for k in keys)],
+            ]
+        )
+    )
+    print(
+        f"\nstatus: {result.status}; thresholds EL < {result.manifest['thresholds']['el_max']:.4f}, "
+        f"MA < {result.manifest['thresholds']['ma_max']:.4f}; model in {result.model_dir}"
+    )
+    return 0
+
+
+def _cmd_memorize(args: argparse.Namespace) -> int:
+    from .memorize import memorize
+
+    report = memorize(
+        args.model,
+        args.forget,
+        args.out,
+        lr=args.lr,
+        max_epochs=args.max_epochs,
+        target_ma=args.target_ma,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        prefix_length=args.prefix_length,
+        data_dir=args.data_dir,
+        overwrite=args.overwrite,
+    )
+    ma = report["ma"]
+    print(
+        f"{'reached' if report['reached'] else 'did NOT reach'} MA >= {args.target_ma} "
+        f"after {report['epochs']} epochs: min MA {min(ma.values()):.4f}, "
+        f"mean {sum(ma.values()) / len(ma):.4f}; model in {args.out}"
+    )
+    return 0 if report["reached"] else 1
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import METHODS
+
+    for name, method in METHODS.items():
+        print(f"{name:8s} {method.summary}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="icu-unlearn",
@@ -109,6 +169,31 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--trust-remote-code", action="store_true", help="allow model code from hub")
     _add_data_dir(ev)
     ev.set_defaults(func=_cmd_eval)
+
+    run = sub.add_parser("run", help="unlearn: any method, any model, any forget set")
+    run.add_argument("config", nargs="?", help="run configuration (YAML)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    run.add_argument("--out", help="run directory (the config's out)")
+    run.add_argument("--resume", action="store_true", help="continue a killed run from --out")
+    run.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    run.set_defaults(func=_cmd_run)
+
+    me = sub.add_parser("memorize", help="fine-tune a model until it memorized given sequences")
+    me.add_argument("--model", required=True)
+    me.add_argument("--forget", required=True, help="the sequences to plant (forget-set spec)")
+    me.add_argument("--out", required=True, help="folder for the memorizing model")
+    me.add_argument("--lr", type=float, default=1e-4)
+    me.add_argument("--max-epochs", type=int, default=100)
+    me.add_argument("--target-ma", type=float, default=0.95, help="stop when every MA reaches it")
+    me.add_argument("--batch-size", type=int, default=8)
+    me.add_argument("--seed", type=int, default=42)
+    me.add_argument("--prefix-length", type=int, default=50)
+    me.add_argument("--overwrite", action="store_true")
+    _add_data_dir(me)
+    me.set_defaults(func=_cmd_memorize)
+
+    mt = sub.add_parser("methods", help="list the unlearning methods")
+    mt.set_defaults(func=_cmd_methods)
 
     da = sub.add_parser("data", help="list the known datasets, or fetch them into the cache")
     da.add_argument("action", choices=["list", "fetch"])

@@ -20,7 +20,9 @@ REFS = ["the cat sat on the mat", "call me at 555 0199 tonight", "some text", "n
 
 
 def test_bleu_matches_sacrebleu_on_a_0_1_scale():
-    expected = [sacrebleu.sentence_bleu(h, [r]).score / 100 for h, r in zip(HYPS, REFS, strict=False)]
+    expected = [
+        sacrebleu.sentence_bleu(h, [r]).score / 100 for h, r in zip(HYPS, REFS, strict=False)
+    ]
     assert sentence_bleu(HYPS, REFS) == pytest.approx(expected)
     assert sentence_bleu(HYPS[:1], REFS[:1]) == pytest.approx([1.0])
 

@@ -69,9 +69,8 @@ def load_forget_set(
         n, run = match.groups()
         path = data_file(f"unlearning_targets/lm_extraction_{n}_{run}.csv", data_dir)
         samples = _from_published_csv(path, tokenizer, data_dir)
-    elif match := re.fullmatch(r"lm-extraction:ids=([\d,\s]+)", spec):
-        doc_ids = [int(x) for x in match.group(1).replace(" ", "").split(",") if x]
-        samples = extraction_samples(doc_ids, tokenizer, data_dir)
+    elif match := re.fullmatch(r"lm-extraction:ids=([\d,\s-]+)", spec):
+        samples = extraction_samples(parse_ids(match.group(1)), tokenizer, data_dir)
     elif spec.endswith((".jsonl", ".csv")):
         path = Path(spec).expanduser()
         if not path.is_file():
@@ -84,6 +83,20 @@ def load_forget_set(
         raise UsageError(f"unknown forget set {spec!r}; give {SPEC_FORMS}")
     _validate(samples, spec, vocab_size)
     return samples
+
+
+def parse_ids(text: str) -> list[int]:
+    """ "3,17,100-103" -> [3, 17, 100, 101, 102, 103] (ranges inclusive)."""
+    ids: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            if not lo or not hi or int(hi) < int(lo):
+                raise UsageError(f"bad id range {part!r}; write it as low-high, e.g. 100-131")
+            ids += range(int(lo), int(hi) + 1)
+        elif part:
+            ids.append(int(part))
+    return ids
 
 
 def extraction_samples(

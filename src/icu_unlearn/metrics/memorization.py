@@ -217,7 +217,7 @@ def _decode_from_cache(model, cache, seqs, greedy, rows, decode_batch_size):
     tokens take positions q, q+1, ... The first token is the forward pass's argmax.
     """
     device = model_device(model)
-    width = greedy.shape[1]
+    width = cache.get_seq_length()
     remaining = {(b, q): len(seqs[b]) - q - 1 for b, q in rows}
     rows = sorted(rows, key=lambda r: (-remaining[r], r))
     decoded: dict[tuple[int, int], list[int]] = {}
@@ -230,7 +230,12 @@ def _decode_from_cache(model, cache, seqs, greedy, rows, decode_batch_size):
         gen = [[int(t)] for t in tok.tolist()]
         row_cache = copy.deepcopy(cache)
         row_cache.batch_select_indices(seq_index)
-        base = (torch.arange(width, device=device)[None] < starts[:, None]).long()  # (R, W)
+        # Cached positions at or past every row's q are masked for all rows: drop them,
+        # so attention and cache growth cost what the rows need, not the longest sequence.
+        keep = int(starts.max())
+        if keep < width:
+            row_cache.crop(keep - width)
+        base = (torch.arange(keep, device=device)[None] < starts[:, None]).long()  # (R, keep)
         active = len(chunk)
         for s in range(steps[0]):
             while steps[active - 1] <= s:  # sorted: finished rows are the tail
@@ -238,7 +243,7 @@ def _decode_from_cache(model, cache, seqs, greedy, rows, decode_batch_size):
             if active < tok.shape[0]:
                 row_cache.batch_select_indices(torch.arange(active, device=device))
                 base, tok, starts = base[:active], tok[:active], starts[:active]
-            attention = torch.cat([base, base.new_ones(active, s + 1)], dim=1)
+            attention = torch.cat([base, base.new_ones(base.shape[0], s + 1)], dim=1)
             out = model(
                 input_ids=tok[:, None],
                 attention_mask=attention,
@@ -248,7 +253,7 @@ def _decode_from_cache(model, cache, seqs, greedy, rows, decode_batch_size):
             )
             row_cache = out.cache
             tok = out.logits[:, -1].argmax(-1)
-            for r, t in enumerate(tok.tolist()):
+            for r, t in enumerate(tok.tolist()[:active]):
                 gen[r].append(t)
         for r, row in enumerate(chunk):
             decoded[row] = gen[r]

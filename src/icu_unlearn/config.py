@@ -1,0 +1,214 @@
+"""Run configuration: typed dataclasses, one schema for YAML, `--set a.b=value` and Python.
+
+Every default carries the reason for its value. Unknown keys are errors that list
+the valid ones; values are checked in `__post_init__` with messages naming the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UsageError
+
+
+@dataclass
+class AnalogousConfig:
+    pool: str | None = None  # None: lm-extraction train rows minus the forget set (paper §4.1)
+    pool_limit: int | None = None  # first N pool rows only: embedding 15k rows costs ~5 min on CPU
+    encoder: str | None = None  # None: the packaged all-MiniLM-L6-v2 (the paper's f_s)
+    k: int = 1  # the paper's K = 1: one learn sample per forget sample
+    max_similarity: float = 0.9  # near-copies (licence boilerplate) undo the forgetting
+    max_tokens: int = 100  # pool texts are cut to the forget samples' 50 + 50 tokens
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise UsageError(f"analogous.k must be at least 1, got {self.k}")
+        if not 0 < self.max_similarity <= 1:
+            raise UsageError("analogous.max_similarity must be in (0, 1]; 1 keeps every neighbour")
+
+
+@dataclass
+class RefinementConfig:
+    enabled: bool = True  # IUR (paper §3.5); false is the "without IUR" ablation
+    rule: str = "all"  # "all": BERTScore < a AND BLEU < b (Eq. 5); "any": the authors' code (OR)
+    bertscore_max: float = 0.3  # a of Eq. 5
+    bleu_max: float = 0.01  # b of Eq. 5, BLEU on a 0-1 scale
+    num_beams: int = 1  # greedy; the authors' code used 2
+    bertscore_model: str | None = None  # None: packaged MiniLM; the paper's code: bert-base-uncased
+    bertscore_layers: int = 6
+
+    def __post_init__(self):
+        if self.rule not in ("all", "any"):
+            raise UsageError(f"refinement.rule must be 'all' or 'any', got {self.rule!r}")
+        if self.num_beams < 1:
+            raise UsageError("refinement.num_beams must be at least 1")
+
+
+@dataclass
+class StopConfig:
+    el_n: int = 10  # EL_10, as the paper reports
+    el_max: float = 0.0499  # paper §4.4: mean EL_10 of the forget set under 4.99%
+    ma_max: float = 0.5994  # paper §4.4: mean MA under 59.94%
+    thresholds: str = "fixed"  # "auto": the model's own means on held-out sequences
+    heldout: str = "lm-extraction:ids=14000-14031"  # sequences for "auto"; never in a forget set
+
+    def __post_init__(self):
+        if self.thresholds not in ("fixed", "auto"):
+            raise UsageError(f"stop.thresholds must be 'fixed' or 'auto', got {self.thresholds!r}")
+
+
+@dataclass
+class RunConfig:
+    model: str = ""  # hub id, local folder, or smollm2-135m
+    forget: str = ""  # forget-set spec
+    method: str = "icu"
+    prefix_length: int = 50  # t0: the paper's 50-token prefixes
+    alpha: float = 0.5  # weight of L_lrn (paper §4.4)
+    beta: float = 1.0  # weight of L_kl (paper §4.4)
+    lr: float = 5e-6  # paper §4.4, set for 128 samples at 16 steps an epoch
+    batch_size: int = 8  # effective (global) batch, paper §4.4
+    grad_accum: int = 1
+    max_epochs: int = 100
+    seed: int = 42
+    eval_batch_size: int = 8  # sequences per metric forward pass
+    data_dir: str | None = None
+    out: str | None = None
+    trust_remote_code: bool = False
+    analogous: AnalogousConfig = field(default_factory=AnalogousConfig)
+    refinement: RefinementConfig = field(default_factory=RefinementConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+
+    def __post_init__(self):
+        if self.lr <= 0:
+            raise UsageError(f"lr must be positive, got {self.lr}")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise UsageError("batch_size and grad_accum must be at least 1")
+        if self.batch_size % self.grad_accum:
+            raise UsageError(
+                f"batch_size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}"
+            )
+        if self.max_epochs < 1:
+            raise UsageError("max_epochs must be at least 1")
+        if self.alpha < 0 or self.beta < 0:
+            raise UsageError("alpha and beta must be >= 0 (0 is the ablation without that term)")
+
+    def require(self) -> None:
+        """Checks that only a complete config (ready to run) must pass."""
+        for key in ("model", "forget"):
+            if not getattr(self, key):
+                raise UsageError(f"the config has no {key!r}; set it in the YAML or --set {key}=…")
+        from .methods import METHODS
+
+        if self.method not in METHODS:
+            raise UsageError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def valid_keys(cls=RunConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        nested = _nested_type(cls, f.name)
+        keys += valid_keys(nested, f"{prefix}{f.name}.") if nested else [prefix + f.name]
+    return keys
+
+
+def _nested_type(cls, name: str):
+    hint = typing.get_type_hints(cls)[name]
+    return hint if dataclasses.is_dataclass(hint) else None
+
+
+def _coerce(value: Any, hint, key: str) -> Any:
+    """Check a YAML value against the field's type; ints pass for floats."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise UsageError(f"{key} cannot be empty")
+    for option in options:
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if option is float and isinstance(value, str):
+            try:  # YAML 1.1 reads 5e-6 (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option in (bool, str) and isinstance(value, option):
+            return value
+        if option is str and isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise UsageError(f"{key} must be {names}, got {value!r}")
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"{prefix.rstrip('.') or 'the config'} must be a mapping of keys to values"
+        )
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UsageError(
+            f"unknown config key {prefix}{unknown[0]}; valid keys: {', '.join(valid_keys(RunConfig))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = prefix + name
+        nested = hints[name] if dataclasses.is_dataclass(hints[name]) else None
+        kwargs[name] = (
+            _build(nested, value, key + ".") if nested else _coerce(value, hints[name], key)
+        )
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise UsageError(f"--set {text!r} must look like key=value, e.g. --set alpha=0.5")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """YAML file (optional) + dotted overrides -> a validated RunConfig."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"config file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise UsageError(f"config file {str(path)!r} is not valid YAML{where}") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"config file {str(path)!r} must be a mapping of keys to values")
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"--set {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+    return _build(RunConfig, data)
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

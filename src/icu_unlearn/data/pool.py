@@ -1,0 +1,101 @@
+"""The analogous pool D of CLE (paper §3.4): texts to embed, and token samples to learn.
+
+Default: the lm-extraction train rows that are not in the forget set (the paper's
+"remaining Pile subset"). Or a .jsonl / .csv file with a `text` field.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from ..errors import UsageError
+from ..models import gpt2_tokenizer
+from .forget import ForgetSample, extraction_samples
+from .mirror import extraction_array
+
+
+@dataclass
+class AnalogousPool:
+    texts: list[str]  # what the encoder embeds
+    doc_ids: list[int] | None  # lm-extraction rows, when the pool is lm-extraction
+    spec: str
+
+    def learn_sample(
+        self, index: int, tokenizer, prefix_length: int, max_tokens: int, data_dir=None
+    ) -> ForgetSample:
+        """Pool row `index` as token ids split at t0, like a forget sample."""
+        if self.doc_ids is not None:
+            (sample,) = extraction_samples([self.doc_ids[index]], tokenizer, data_dir)
+            return ForgetSample(
+                f"pool:{self.doc_ids[index]}",
+                sample.prefix_ids,
+                sample.suffix_ids,
+                sample.prefix,
+                sample.suffix,
+            )
+        ids = tokenizer(self.texts[index], add_special_tokens=False).input_ids[:max_tokens]
+        cut = min(prefix_length, len(ids) - 1)
+        return ForgetSample(
+            f"pool:{index}",
+            tuple(ids[:cut]),
+            tuple(ids[cut:]),
+            tokenizer.decode(ids[:cut]),
+            tokenizer.decode(ids[cut:]),
+        )
+
+
+def load_pool(
+    spec: str | None,
+    forget: list[ForgetSample],
+    tokenizer: PreTrainedTokenizerBase,
+    limit: int | None = None,
+    data_dir=None,
+) -> AnalogousPool:
+    if spec in (None, "lm-extraction:train"):
+        prefixes = extraction_array("train", "prefix", data_dir)
+        suffixes = extraction_array("train", "suffix", data_dir)
+        excluded = {int(s.id) for s in forget if s.id.isdigit()}
+        doc_ids = [i for i in range(len(prefixes)) if i not in excluded][:limit]
+        gpt2 = gpt2_tokenizer()
+        prefix_texts = gpt2.batch_decode(prefixes[doc_ids].tolist())
+        suffix_texts = gpt2.batch_decode(suffixes[doc_ids].tolist())
+        texts = [p + s for p, s in zip(prefix_texts, suffix_texts, strict=True)]
+        return AnalogousPool(texts, doc_ids, "lm-extraction:train")
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise UsageError(
+            f"analogous pool {spec!r} does not exist; give lm-extraction:train, "
+            "or a .jsonl/.csv file with a text field"
+        )
+    texts = _read_texts(path)[:limit]
+    if not texts:
+        raise UsageError(f"analogous pool {spec!r} has no texts")
+    return AnalogousPool(texts, None, spec)
+
+
+def _read_texts(path: Path) -> list[str]:
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or "text" not in reader.fieldnames:
+                raise UsageError(f"analogous pool {path} needs a text column")
+            return [row["text"] for row in reader if row["text"].strip()]
+    if path.suffix == ".jsonl":
+        texts = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise UsageError(f"{path}:{n}: not valid JSON") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise UsageError(f'{path}:{n}: needs a string field "text"')
+            texts.append(row["text"])
+        return texts
+    raise UsageError(f"analogous pool {path} must be a .jsonl or .csv file")

@@ -1,0 +1,506 @@
+"""The one training loop: every method, epochs over the active forget set, IUR, stopping,
+checkpoints and resume. Reads top to bottom: `unlearn()` sets up, `_run_epochs()` loops.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .config import RunConfig, dump_config
+from .data.forget import ForgetSample, load_forget_set
+from .data.pool import load_pool
+from .errors import UsageError
+from .evaluate import EvalSettings, score_samples, summarize
+from .generation import generate_continuations, right_pad
+from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from .methods import METHODS
+from .methods.base import Batch
+from .metrics.memorization import memorization_scores
+from .metrics.similarity import bertscore_f1, sentence_bleu, token_entropy
+from .models import describe_model, load_model_and_tokenizer
+from .pairing import embed, pair, write_pairs
+from .refinement import is_forgotten
+
+RUN_FILES = ("manifest.json", "epochs.jsonl", "samples.jsonl", "pairs.jsonl", "config.yaml")
+
+
+class Diverged(Exception):
+    """A loss became NaN or infinite."""
+
+
+@dataclass
+class UnlearnResult:
+    out: Path
+    status: str  # criteria_met | all_forgotten | max_epochs | diverged
+    manifest: dict
+    epochs: list[dict]
+    samples: list[dict]
+
+    @property
+    def model_dir(self) -> Path:
+        return self.out / "model"
+
+
+@dataclass
+class _Run:
+    config: RunConfig
+    out: Path
+    model: torch.nn.Module
+    tokenizer: object
+    reference: torch.nn.Module | None
+    forget: dict[str, ForgetSample]
+    learn: dict[str, list[ForgetSample]]  # forget id -> its analogous learn samples
+    pair_stats: dict | None
+    optimizer: torch.optim.Optimizer
+    accelerator: Accelerator
+    thresholds: dict
+    epoch: int = 0
+    active: list[str] = field(default_factory=list)
+    epochs: list[dict] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)
+    status: str | None = None
+
+
+def unlearn(
+    config: RunConfig, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> UnlearnResult:
+    """Run `config.method` on `config.model` until the forget set is forgotten."""
+    config.require()
+    if not config.out:
+        raise UsageError("the run has no output directory; give --out DIR or set out in the config")
+    out = Path(config.out).expanduser()
+    _check_out(out, config, resume, overwrite)
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_model_and_tokenizer(config.model, config.trust_remote_code)
+    forget = load_forget_set(
+        config.forget,
+        tokenizer,
+        config.prefix_length,
+        config.data_dir,
+        vocab_size=model.get_input_embeddings().num_embeddings,
+    )
+    method = METHODS[config.method]
+    needs_ref = method.uses_reference(config)
+    thresholds = _thresholds(config, model, tokenizer, forget)
+    if overwrite and not resume:
+        _clear(out)
+    out.mkdir(parents=True, exist_ok=True)
+    learn, pair_stats = (
+        _pairs(config, forget, tokenizer, out) if method.uses_pairs(config) else ({}, None)
+    )
+    reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_ref else None
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    run = _Run(
+        config,
+        out,
+        model,
+        tokenizer,
+        reference,
+        {s.id: s for s in forget},
+        learn,
+        pair_stats,
+        optimizer,
+        accelerator,
+        thresholds,
+        active=[s.id for s in forget],
+    )
+    latest = checkpoint.latest(out / "checkpoints") if resume else None
+    if latest is not None:
+        _restore(run, latest)
+    else:
+        atomic_write_text(out / "config.yaml", dump_config(config))
+        _log_epoch_zero(run)
+        _write_manifest(run)
+    _run_epochs(run, progress)
+    return _finish(run)
+
+
+def _run_epochs(run: _Run, progress: bool) -> None:
+    config = run.config
+    bar = tqdm(
+        total=config.max_epochs,
+        initial=run.epoch,
+        desc=config.method,
+        unit="epoch",
+        disable=not progress,
+    )
+    while run.status is None:
+        epoch = run.epoch + 1
+        started = time.perf_counter()
+        try:
+            losses = _train_epoch(run, epoch)
+        except Diverged as err:
+            _recover_from_divergence(run, str(err))
+            break
+        train_seconds = time.perf_counter() - started
+        check = _check_epoch(run, epoch)
+        run.epoch = epoch
+        row = {
+            "epoch": epoch,
+            **losses,
+            **check,
+            "train_seconds": round(train_seconds, 3),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        run.epochs.append(row)
+        run.status = _stop_reason(run, row)
+        _write_logs(run)
+        checkpoint.save(run.out / "checkpoints", epoch, _unwrap(run), run.optimizer, _state(run))
+        bar.update(1)
+        bar.set_postfix(
+            active=len(run.active),
+            fgt=f"{losses.get('fgt', 0):.3f}",
+            lrn=f"{losses.get('lrn', 0):.3f}",
+            kl=f"{losses.get('kl', 0):.4f}",
+            el=f"{check['el']:.3f}",
+            ma=f"{check['ma']:.3f}",
+        )
+    bar.close()
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict:
+    """One pass over the active forget samples (and their pairs), in a seeded order."""
+    config, method = run.config, METHODS[run.config.method]
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    order = [run.active[i] for i in torch.randperm(len(run.active), generator=generator)]
+    micro = config.batch_size // config.grad_accum
+    run.model.train()
+    totals: dict[str, float] = {}
+    steps = 0
+    for start in range(0, len(order), config.batch_size):
+        batch = order[start : start + config.batch_size]
+        run.optimizer.zero_grad()
+        for m in range(0, len(batch), micro):
+            ids = batch[m : m + micro]
+            forget = _collate([run.forget[i] for i in ids], run)
+            learn = _collate([s for i in ids for s in run.learn[i]], run) if run.learn else None
+            loss, terms = method.loss(run.model, run.reference, forget, learn, config)
+            if not torch.isfinite(loss):
+                raise Diverged(f"loss became {loss.item()} at epoch {epoch}, step {steps + 1}")
+            run.accelerator.backward(loss * (len(ids) / len(batch)))
+            for k, v in {"loss": loss.item(), **terms}.items():
+                totals[k] = totals.get(k, 0.0) + v * len(ids)
+        run.optimizer.step()
+        steps += 1
+    run.model.eval()
+    return {k: v / len(order) for k, v in totals.items()} | {"steps": steps}
+
+
+def _collate(samples: list[ForgetSample], run: _Run) -> Batch:
+    device = run.accelerator.device
+    ids, mask = right_pad([s.input_ids for s in samples], run.tokenizer.pad_token_id, device)
+    t0 = torch.tensor([s.prefix_length for s in samples], device=device)
+    return Batch(ids, mask, t0)
+
+
+def _check_epoch(run: _Run, epoch: int) -> dict:
+    """EL/MA of the whole forget set, then the IUR check of the active samples."""
+    config = run.config
+    started = time.perf_counter()
+    rows = _score_forget_set(run)
+    metrics_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    forgotten = _refine(run, rows) if config.refinement.enabled else set()
+    check_seconds = time.perf_counter() - started
+    active_before = len(run.active)
+    for r in rows:
+        r |= {"epoch": epoch, "active": r["id"] in run.active, "removed": r["id"] in forgotten}
+    run.active = [i for i in run.active if i not in forgotten]
+    run.samples += rows
+    means = summarize(rows, config.stop.el_n)
+    return {
+        "active_before": active_before,
+        "active": len(run.active),
+        "removed": len(forgotten),
+        "el": means[f"el_{config.stop.el_n}"],
+        "ma": means["ma"],
+        "bertscore_f1": means["bertscore_f1"],
+        "bleu": means["bleu"],
+        "metrics_seconds": round(metrics_seconds, 3),
+        "check_seconds": round(check_seconds, 3),
+    }
+
+
+def _score_forget_set(run: _Run) -> list[dict]:
+    config = run.config
+    settings = EvalSettings(
+        el_n=config.stop.el_n,
+        batch_size=config.eval_batch_size,
+        bertscore_model=config.refinement.bertscore_model,
+        bertscore_layers=config.refinement.bertscore_layers,
+    )
+    return score_samples(_unwrap(run), run.tokenizer, list(run.forget.values()), settings)
+
+
+def _refine(run: _Run, rows: list[dict]) -> set[str]:
+    """Eq. 5 on the active samples; beam search regenerates when num_beams > 1."""
+    config = run.config.refinement
+    active = [r for r in rows if r["id"] in run.active]
+    if config.num_beams > 1:
+        samples = [run.forget[r["id"]] for r in active]
+        gens = generate_continuations(
+            _unwrap(run),
+            [list(s.prefix_ids) for s in samples],
+            [len(s.suffix_ids) for s in samples],
+            run.tokenizer.pad_token_id,
+            num_beams=config.num_beams,
+            batch_size=run.config.eval_batch_size,
+        )
+        texts = [run.tokenizer.decode(g, skip_special_tokens=True) for g in gens]
+        refs = [s.suffix for s in samples]
+        bert = bertscore_f1(texts, refs, config.bertscore_model, config.bertscore_layers)
+        bleu = sentence_bleu(texts, refs)
+        for r, t, g, b, u in zip(active, texts, gens, bert, bleu, strict=True):
+            r |= {
+                "iur_generation": t,
+                "iur_bertscore_f1": b,
+                "iur_bleu": u,
+                "iur_entropy": token_entropy(g),
+            }
+    key = "iur_" if config.num_beams > 1 else ""
+    return {
+        r["id"] for r in active if is_forgotten(r[f"{key}bertscore_f1"], r[f"{key}bleu"], config)
+    }
+
+
+def _stop_reason(run: _Run, row: dict) -> str | None:
+    if row["el"] < run.thresholds["el_max"] and row["ma"] < run.thresholds["ma_max"]:
+        return "criteria_met"
+    if not run.active:
+        return "all_forgotten"
+    if run.epoch >= run.config.max_epochs:
+        return "max_epochs"
+    return None
+
+
+def _recover_from_divergence(run: _Run, reason: str) -> None:
+    """Keep the last good weights: the newest checkpoint, or the input model."""
+    latest = checkpoint.latest(run.out / "checkpoints")
+    if latest is not None:
+        checkpoint.load_weights(latest, _unwrap(run))
+    else:
+        original, _ = load_model_and_tokenizer(run.config.model, run.config.trust_remote_code)
+        _unwrap(run).load_state_dict(original.state_dict())
+    run.status = "diverged"
+    run.epochs.append({"epoch": run.epoch + 1, "diverged": reason, "kept_epoch": run.epoch})
+    _write_logs(run)
+    print(f"icu-unlearn: {reason}; stopped and kept the model of epoch {run.epoch}")
+
+
+def _unwrap(run: _Run):
+    return run.accelerator.unwrap_model(run.model)
+
+
+# ---------------------------------------------------------------- set-up helpers
+
+
+def _check_out(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> None:
+    model_path = Path(config.model).expanduser()
+    if model_path.exists() and (
+        out.resolve() == model_path.resolve() or model_path.resolve() in out.resolve().parents
+    ):
+        raise UsageError(f"--out {out} is inside the input model folder; choose another directory")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory")
+    if resume:
+        if not (out / "checkpoints" / "LATEST").exists():
+            raise UsageError(
+                f"nothing to resume in {out}: it has no checkpoint; run without --resume"
+            )
+        saved = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
+        if saved and _resumable(saved) != _resumable(dump_config(config)):
+            raise UsageError(
+                f"the config differs from the one {out} was started with; "
+                "resume with the same config, or start a new --out"
+            )
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise UsageError(
+            f"{out} already holds files; use --resume to continue that run, "
+            "--overwrite to replace it, or another --out"
+        )
+    probe = out if out.exists() else next(p for p in out.parents if p.exists())
+    if not os.access(probe, os.W_OK):
+        raise UsageError(f"cannot write to {probe}; choose a writable --out")
+
+
+def _resumable(config_yaml: str) -> str:
+    """What must match to resume: everything but max_epochs (a run may be extended)."""
+    return "\n".join(
+        line for line in config_yaml.splitlines() if not line.startswith("max_epochs:")
+    )
+
+
+def _clear(out: Path) -> None:
+    for name in (*RUN_FILES, "model", "checkpoints"):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _thresholds(config: RunConfig, model, tokenizer, forget) -> dict:
+    stop = config.stop
+    if stop.thresholds == "fixed":
+        return {"el_max": stop.el_max, "ma_max": stop.ma_max, "source": "fixed"}
+    heldout = load_forget_set(stop.heldout, tokenizer, config.prefix_length, config.data_dir)
+    overlap = {s.content_hash() for s in heldout} & {s.content_hash() for s in forget}
+    if overlap:
+        raise UsageError("stop.heldout shares samples with the forget set; choose other sequences")
+    scores = memorization_scores(
+        model,
+        [s.input_ids for s in heldout],
+        [s.prefix_length for s in heldout],
+        tokenizer.pad_token_id,
+        n=stop.el_n,
+        batch_size=config.eval_batch_size,
+    )
+    n = len(heldout)
+    return {
+        "el_max": sum(scores.extraction_likelihood) / n,
+        "ma_max": sum(scores.memorization_accuracy) / n,
+        "source": f"auto: {stop.heldout}",
+    }
+
+
+def _pairs(config: RunConfig, forget: list[ForgetSample], tokenizer, out: Path):
+    """Each forget sample's k analogous learn samples (paper Eq. 2), written to pairs.jsonl."""
+    import numpy as np
+
+    a = config.analogous
+    pool = load_pool(a.pool, forget, tokenizer, a.pool_limit, config.data_dir)
+    forget_texts = [s.prefix + s.suffix for s in forget]
+    members = {" ".join(t.split()) for t in forget_texts}
+    member_mask = np.array([" ".join(t.split()) in members for t in pool.texts])
+    pairing = pair(
+        [s.id for s in forget],
+        embed(forget_texts, a.encoder),
+        embed(pool.texts, a.encoder, progress=True),
+        member_mask,
+        a.k,
+        a.max_similarity,
+    )
+    write_pairs(out / "pairs.jsonl", pairing, pool.texts)
+    learn = {
+        fid: [
+            pool.learn_sample(
+                p.pool_index, tokenizer, config.prefix_length, a.max_tokens, config.data_dir
+            )
+            for p in ps
+        ]
+        for fid, ps in pairing.pairs.items()
+    }
+    stats = {
+        "pairs": len(pairing.to_rows()),
+        "excluded_members": pairing.excluded_members,
+        "excluded_near_copies": pairing.excluded_near_copies,
+        "pool": pool.spec,
+        "pool_size": len(pool.texts),
+    }
+    return learn, stats
+
+
+# ---------------------------------------------------------------- state and files
+
+
+def _state(run: _Run) -> dict:
+    return {
+        "epoch": run.epoch,
+        "active": run.active,
+        "status": run.status,
+        "thresholds": run.thresholds,
+        "epochs": run.epochs,
+        "samples": run.samples,
+    }
+
+
+def _restore(run: _Run, path: Path) -> None:
+    state = checkpoint.load(path, _unwrap(run), run.optimizer)
+    run.epoch, run.active, run.status = state["epoch"], state["active"], state["status"]
+    run.thresholds, run.epochs, run.samples = state["thresholds"], state["epochs"], state["samples"]
+    if run.status == "max_epochs" and run.epoch < run.config.max_epochs:
+        run.status = None  # extended: go on
+    atomic_write_text(run.out / "config.yaml", dump_config(run.config))
+    _write_logs(run)
+
+
+def _log_epoch_zero(run: _Run) -> None:
+    rows = _score_forget_set(run)
+    for r in rows:
+        r |= {"epoch": 0, "active": True, "removed": False}
+    run.samples = rows
+    _write_logs(run)
+
+
+def _write_logs(run: _Run) -> None:
+    atomic_write_jsonl(run.out / "epochs.jsonl", run.epochs)
+    atomic_write_jsonl(run.out / "samples.jsonl", run.samples)
+
+
+def _summary_at(run: _Run, epoch: int) -> dict:
+    rows = [r for r in run.samples if r["epoch"] == epoch]
+    return summarize(rows, run.config.stop.el_n) if rows else {}
+
+
+def _write_manifest(run: _Run, finished: bool = False) -> dict:
+    import accelerate
+    import transformers
+
+    from . import __version__
+
+    hashes = [s.content_hash() for s in run.forget.values()]
+    manifest = {
+        "icu_unlearn": __version__,
+        "method": run.config.method,
+        "status": run.status if finished else "running",
+        "config": run.config.to_dict(),
+        "model": describe_model(run.config.model),
+        "forget": {
+            "spec": run.config.forget,
+            "num_samples": len(hashes),
+            "sample_sha256": dict(zip(run.forget, hashes, strict=True)),
+            "set_sha256": hashlib.sha256(json.dumps(sorted(hashes)).encode()).hexdigest(),
+        },
+        "pairs": run.pair_stats,
+        "thresholds": run.thresholds,
+        "epochs": run.epoch,
+        "before": _summary_at(run, 0),
+        "after": _summary_at(run, run.epoch) if finished else None,
+        "active_at_end": run.active if finished else None,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__,
+        },
+    }
+    atomic_write_json(run.out / "manifest.json", manifest)
+    return manifest
+
+
+def _finish(run: _Run) -> UnlearnResult:
+    target = run.out / "model"
+    tmp = Path(tempfile.mkdtemp(dir=run.out, prefix=".model-"))
+    _unwrap(run).save_pretrained(tmp, safe_serialization=True)
+    run.tokenizer.save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    manifest = _write_manifest(run, finished=True)
+    return UnlearnResult(run.out, run.status, manifest, run.epochs, run.samples)

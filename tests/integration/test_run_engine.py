@@ -1,0 +1,145 @@
+"""The ICU engine end to end on a tiny model: memorize, forget a third, keep the rest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from icu_unlearn import evaluate, load_config, unlearn
+from icu_unlearn.models import gpt2_tokenizer
+from tests.integration.test_eval_cli import run_cli
+from tests.scenario import write_scenario
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("scenario")
+    paths = write_scenario(root, data_dir, gpt2_tokenizer())
+    paths["planted_model"] = root / "planted-model"
+    proc = run_cli(
+        "memorize",
+        "--model",
+        str(paths["base"]),
+        "--forget",
+        str(paths["planted"]),
+        "--out",
+        str(paths["planted_model"]),
+        "--lr",
+        "1e-2",
+        "--max-epochs",
+        "200",
+        "--batch-size",
+        "12",
+        "--prefix-length",
+        "20",
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((paths["planted_model"] / "memorize.json").read_text())
+    assert report["reached"] and min(report["ma"].values()) >= 0.9
+    return paths
+
+
+def _digest(folder) -> str:
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_icu_forgets_a_third_and_keeps_the_rest(scenario, tmp_path):
+    """Measured: forget-set MA 0.987 -> < 0.5994 and EL_10 0.98 -> < 0.0499 (criteria met,
+    ~35 epochs); MA on the 8 planted sequences not asked to be forgotten 0.987 -> 0.913."""
+    out = tmp_path / "run"
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model: {scenario['planted_model']}\nforget: {scenario['forget']}\n"
+        f"prefix_length: 20\nlr: 2.0e-4\nalpha: 1.0\nbeta: 3.0\nbatch_size: 4\nmax_epochs: 60\n"
+        f"analogous:\n  pool: {scenario['pool']}\n"
+    )
+    before = _digest(scenario["planted_model"])
+    retained_before = evaluate(
+        str(scenario["planted_model"]), str(scenario["retained"]), prefix_length=20
+    ).summary["ma"]
+    proc = run_cli("run", str(config), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "criteria_met"
+    assert manifest["before"]["ma"] > 0.9 and manifest["before"]["el_10"] > 0.5
+    assert manifest["after"]["ma"] < 0.5994 and manifest["after"]["el_10"] < 0.0499
+    retained_after = evaluate(
+        str(out / "model"), str(scenario["retained"]), prefix_length=20
+    ).summary["ma"]
+    assert retained_after >= retained_before - 0.10, (retained_before, retained_after)
+    # outputs: plain-transformers model, logs, pairs; the input model untouched
+    assert _digest(scenario["planted_model"]) == before
+    AutoModelForCausalLM.from_pretrained(out / "model")
+    epochs = [json.loads(x) for x in (out / "epochs.jsonl").read_text().splitlines()]
+    assert len(epochs) == manifest["epochs"] and {"fgt", "lrn", "kl", "active"} <= set(epochs[0])
+    samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 * (manifest["epochs"] + 1)
+    pairs = [json.loads(x) for x in (out / "pairs.jsonl").read_text().splitlines()]
+    assert len(pairs) == 4 and all(p["similarity"] <= 0.9 for p in pairs)
+    assert "status: criteria_met" in proc.stdout
+
+
+def _config(scenario, out, **extra):
+    overrides = [
+        f"model={scenario['planted_model']}",
+        f"forget={scenario['forget']}",
+        f"analogous.pool={scenario['pool']}",
+        "prefix_length=20",
+        "lr=1e-5",
+        "batch_size=2",
+        f"out={out}",
+        *(f"{k}={v}" for k, v in extra.items()),
+    ]
+    return load_config(None, overrides)
+
+
+def _without_times(rows):
+    return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
+
+
+def test_resume_equals_an_uninterrupted_run(scenario, tmp_path):
+    whole = unlearn(_config(scenario, tmp_path / "whole", max_epochs=3), progress=False)
+    part = unlearn(_config(scenario, tmp_path / "part", max_epochs=2), progress=False)
+    assert part.manifest["epochs"] == 2
+    resumed = unlearn(
+        _config(scenario, tmp_path / "part", max_epochs=3), resume=True, progress=False
+    )
+    assert whole.status == resumed.status == "max_epochs"
+    assert whole.manifest["active_at_end"] == resumed.manifest["active_at_end"]
+    assert _without_times(whole.epochs) == _without_times(resumed.epochs)
+    assert whole.samples == resumed.samples
+    a = load_file(whole.model_dir / "model.safetensors")
+    b = load_file(resumed.model_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    # and the run really trained: weights moved away from the input
+    base = load_file(scenario["planted_model"] / "model.safetensors")
+    assert any(not torch.equal(base[k], a[k]) for k in base)
+
+
+def test_a_used_run_directory_is_refused(scenario, tmp_path):
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    proc = run_cli(
+        "run",
+        "--set",
+        f"model={scenario['base']}",
+        "--set",
+        f"forget={scenario['forget']}",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 2 and "already holds files" in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
+
+
+def test_methods_lists_the_registry():
+    proc = run_cli("methods")
+    assert proc.returncode == 0 and proc.stdout.startswith("icu ")

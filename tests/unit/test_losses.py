@@ -1,0 +1,74 @@
+"""Each loss term against numbers worked out by hand on a fixed tiny batch."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from icu_unlearn.losses import forget_loss, icu_loss, kl_loss, nll_loss, suffix_mask
+
+
+def _batch():
+    """Two sequences over a 3-token vocabulary, the second right-padded by one.
+
+    Logits are zero except where noted, so each softmax is easy to write down:
+    a row with logits (ln 2, 0, 0) gives P = (1/2, 1/4, 1/4).
+    """
+    input_ids = torch.tensor([[0, 1, 2, 0], [2, 0, 1, 0]])
+    attention_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    logits = torch.zeros(2, 4, 3)
+    logits[0, 1, 2] = math.log(2)  # P(x_2 = 2 | x_<2) = 1/2 for sequence 0
+    logits[0, 2, 0] = math.log(2)  # P(x_3 = 0 | x_<3) = 1/2
+    logits[1, 1, 1] = math.log(2)  # P(x_2 = 1 | x_<2) = 1/2 for sequence 1
+    logits[1, 2, 1] = 50.0  # the padded position: must not count anywhere
+    prefix_lengths = torch.tensor([2, 2])
+    return logits, input_ids, attention_mask, prefix_lengths
+
+
+def test_suffix_mask_covers_t_ge_t0_without_padding():
+    _, _, attention_mask, prefix_lengths = _batch()
+    mask = suffix_mask(attention_mask, prefix_lengths)
+    # predicted tokens t = 1, 2, 3; t0 = 2; sequence 1 has t = 3 padded
+    assert mask.tolist() == [[0, 1, 1], [0, 1, 0]]
+
+
+def test_forget_and_learn_losses_hand_worked():
+    """Sequence 0: suffix tokens t=2,3 each have P = 1/2 -> mean log P = ln(1/2).
+    Sequence 1: suffix token t=2 has P = 1/2 (t=3 is padding) -> ln(1/2).
+    L_fgt (Eq. 1) = mean over samples = ln(1/2) = -0.6931; L_lrn (Eq. 3) = +0.6931."""
+    logits, ids, mask, t0 = _batch()
+    assert forget_loss(logits, ids, mask, t0).item() == pytest.approx(math.log(0.5), abs=1e-6)
+    assert nll_loss(logits, ids, mask, t0).item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_per_sample_mean_weights_samples_equally():
+    """Sequence 0 with t0 = 1 adds t=1 with P = 1/3: its mean is (ln 1/3 + 2 ln 1/2) / 3;
+    sequence 1 stays ln 1/2; L_fgt is the mean of the two per-sample means."""
+    logits, ids, mask, _ = _batch()
+    expected = ((math.log(1 / 3) + 2 * math.log(0.5)) / 3 + math.log(0.5)) / 2
+    got = forget_loss(logits, ids, mask, torch.tensor([1, 2])).item()
+    assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_kl_hand_worked_and_ignores_padding():
+    """Reference logits zero (uniform P0 = 1/3 each). Where the model has (ln 2, 0, 0)
+    up to order, P = (1/2, 1/4, 1/4) and KL(P0 || P) = sum 1/3 ln((1/3)/p)
+    = 1/3 (ln(2/3) + 2 ln(4/3)) = 0.0566; where the model is uniform, KL = 0.
+    Sequence 0, positions t=2,3: both rows have a ln 2 entry -> mean 0.0566.
+    Sequence 1, position t=2: ln 2 entry -> 0.0566; t=3 is padding (logit 50) and must
+    not count. L_kl = 0.0566."""
+    logits, ids, mask, t0 = _batch()
+    kl_row = (math.log(2 / 3) + 2 * math.log(4 / 3)) / 3
+    reference = torch.zeros_like(logits)
+    assert kl_loss(logits, reference, mask, t0).item() == pytest.approx(kl_row, abs=1e-6)
+    # changing the padded position's logits changes nothing
+    logits[1, 2] = torch.tensor([-9.0, 9.0, 3.0])
+    assert kl_loss(logits, reference, mask, t0).item() == pytest.approx(kl_row, abs=1e-6)
+    assert kl_loss(reference, reference, mask, t0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_icu_loss_is_eq_6():
+    l = icu_loss(torch.tensor(-2.0), torch.tensor(3.0), torch.tensor(0.5), 0.5, 1.0)
+    assert l.item() == pytest.approx(-2.0 + 1.5 + 0.5)

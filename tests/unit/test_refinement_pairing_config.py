@@ -1,0 +1,95 @@
+"""IUR removal rule, k-NN pairing, and the run configuration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from icu_unlearn.config import RefinementConfig, load_config, valid_keys
+from icu_unlearn.errors import UsageError
+from icu_unlearn.pairing import pair
+from icu_unlearn.refinement import is_forgotten
+
+
+@pytest.mark.parametrize(
+    "bert, bleu, all_rule, any_rule",
+    [
+        (0.29, 0.009, True, True),  # both under: forgotten by either rule
+        (0.29, 0.02, False, True),  # only BERTScore under
+        (0.31, 0.009, False, True),  # only BLEU under
+        (0.31, 0.02, False, False),  # neither
+        (0.30, 0.005, False, True),  # the bounds are strict: 0.30 is not < 0.30
+    ],
+)
+def test_removed_exactly_when_the_rule_says(bert, bleu, all_rule, any_rule):
+    assert is_forgotten(bert, bleu, RefinementConfig(rule="all")) is all_rule
+    assert is_forgotten(bert, bleu, RefinementConfig(rule="any")) is any_rule
+
+
+def _unit(rows):
+    v = np.asarray(rows, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_pairing_excludes_members_and_near_copies_deterministically():
+    forget = _unit([[1, 0, 0], [0, 1, 0]])
+    pool = _unit(
+        [
+            [1, 0, 0],  # 0: the forget sample itself (a member)
+            [1, 0.05, 0],  # 1: a near-copy of forget 0 (cos 0.9988)
+            [1, 1, 0],  # 2: cos 0.707 to both forget samples
+            [1, 0.9, 0.3],  # 3: cos 0.72 to forget 0
+            [0, 1, 1],  # 4: cos 0.707 to forget 1, a tie with 2 -> the lower index wins
+        ]
+    )
+    members = np.array([True, False, False, False, False])
+    result = pair(["a", "b"], forget, pool, members, k=1, max_similarity=0.99)
+    assert [p.pool_index for p in result.pairs["a"]] == [3]
+    assert [p.pool_index for p in result.pairs["b"]] == [2]
+    assert result.excluded_members == 1 and result.excluded_near_copies == 1
+    again = pair(["a", "b"], forget, pool, members, k=1, max_similarity=0.99)
+    assert again.to_rows() == result.to_rows()
+    two = pair(["a"], forget[:1], pool, members, k=2, max_similarity=0.99)
+    assert [p.pool_index for p in two.pairs["a"]] == [3, 2]
+
+
+def test_pairing_runs_out_of_neighbours_clearly():
+    forget = _unit([[1, 0]])
+    pool = _unit([[1, 0], [1, 0.01]])
+    with pytest.raises(UsageError, match="allowed pool neighbours"):
+        pair(["a"], forget, pool, np.array([True, False]), k=1, max_similarity=0.9)
+
+
+def test_config_yaml_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\nforget: f.jsonl\nalpha: 1\nrefinement:\n  rule: any\n")
+    config = load_config(path, ["beta=0", "refinement.num_beams=2", "stop.thresholds=auto"])
+    assert config.alpha == 1.0 and isinstance(config.alpha, float)
+    assert config.beta == 0.0 and config.refinement.rule == "any"
+    assert config.refinement.num_beams == 2 and config.stop.thresholds == "auto"
+    assert config.lr == 5e-6 and config.batch_size == 8  # the paper's defaults
+
+
+@pytest.mark.parametrize(
+    "text, overrides, message",
+    [
+        ("model: m\nalhpa: 1\n", [], "unknown config key alhpa; valid keys: model, forget"),
+        ("model: m\n", ["refinement.rul=any"], "unknown config key refinement.rul"),
+        ("model: m\nlr: fast\n", [], "lr must be float"),
+        ("model: [unclosed\n", [], "not valid YAML at line"),
+        ("- a\n- b\n", [], "must be a mapping"),
+        ("model: m\n", ["refinement.rule=either"], "refinement.rule must be 'all' or 'any'"),
+        ("model: m\n", ["batch_size=8", "grad_accum=3"], "not a multiple"),
+        ("model: m\n", ["alpha"], "must look like key=value"),
+    ],
+)
+def test_bad_config_is_a_usage_error(tmp_path, text, overrides, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=message):
+        load_config(path, overrides)
+
+
+def test_valid_keys_lists_nested_keys():
+    keys = valid_keys()
+    assert "refinement.bertscore_max" in keys and "analogous.k" in keys and "stop.el_max" in keys
