@@ -70,5 +70,5 @@ def test_kl_hand_worked_and_ignores_padding():
 
 
 def test_icu_loss_is_eq_6():
-    l = icu_loss(torch.tensor(-2.0), torch.tensor(3.0), torch.tensor(0.5), 0.5, 1.0)
-    assert l.item() == pytest.approx(-2.0 + 1.5 + 0.5)
+    total = icu_loss(torch.tensor(-2.0), torch.tensor(3.0), torch.tensor(0.5), 0.5, 1.0)
+    assert total.item() == pytest.approx(-2.0 + 1.5 + 0.5)
