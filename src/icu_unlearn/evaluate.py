@@ -53,8 +53,14 @@ def score_samples(
     samples: list[ForgetSample],
     settings: EvalSettings,
     progress: bool = False,
+    timings: dict | None = None,
 ) -> list[dict]:
-    """One row per sample: EL_n, MA, BERTScore F1, BLEU, entropy and the greedy generation."""
+    """One row per sample: EL_n, MA, BERTScore F1, BLEU, entropy and the greedy generation.
+
+    `timings`, when given, receives the seconds spent on EL/MA (with the greedy
+    generation they share) and on BERTScore + BLEU.
+    """
+    started = time.perf_counter()
     ids = [s.input_ids for s in samples]
     t0s = [s.prefix_length for s in samples]
     el, ma, gens = [], [], []
@@ -72,6 +78,8 @@ def score_samples(
         el += scores.extraction_likelihood
         ma += scores.memorization_accuracy
         gens += scores.generations
+    memorization_seconds = time.perf_counter() - started
+    started = time.perf_counter()
     texts = [tokenizer.decode(g, skip_special_tokens=True) for g in gens]
     references = [s.suffix for s in samples]
     bert = bertscore_f1(
@@ -81,6 +89,9 @@ def score_samples(
         num_layers=settings.bertscore_layers,
     )
     bleu = sentence_bleu(texts, references)
+    if timings is not None:
+        timings["memorization_seconds"] = memorization_seconds
+        timings["similarity_seconds"] = time.perf_counter() - started
     rows = []
     for i, s in enumerate(samples):
         rows.append(

@@ -17,7 +17,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 
@@ -133,10 +132,3 @@ def pair(
         near_copies += skipped
         pairs[forget_id] = chosen
     return Pairing(pairs, excluded_members, near_copies)
-
-
-def write_pairs(path: str | Path, pairing: Pairing, pool_texts: Sequence[str]) -> None:
-    from .io import atomic_write_jsonl
-
-    rows = [r | {"learn_text": pool_texts[r["pool_index"]]} for r in pairing.to_rows()]
-    atomic_write_jsonl(path, rows)

@@ -10,6 +10,7 @@ import json
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from .methods.base import Batch
 from .metrics.memorization import memorization_scores
 from .metrics.similarity import bertscore_f1, sentence_bleu, token_entropy
 from .models import describe_model, load_model_and_tokenizer
-from .pairing import embed, pair, write_pairs
+from .pairing import embed, pair
 from .refinement import is_forgotten
 
 RUN_FILES = ("manifest.json", "epochs.jsonl", "samples.jsonl", "pairs.jsonl", "config.yaml")
@@ -96,14 +97,19 @@ def unlearn(
     method = METHODS[config.method]
     needs_ref = method.uses_reference(config)
     thresholds = _thresholds(config, model, tokenizer, forget)
+    pairing = _pairs(config, forget, tokenizer) if method.uses_pairs(config) else None
+    # Every input is checked by now: only from here on does the run write anything.
     if overwrite and not resume:
         _clear(out)
     out.mkdir(parents=True, exist_ok=True)
-    learn, pair_stats = (
-        _pairs(config, forget, tokenizer, out) if method.uses_pairs(config) else ({}, None)
-    )
-    reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_ref else None
+    learn, pair_stats = ({}, None)
+    if pairing is not None:
+        learn, pair_stats, pair_rows = pairing
+        atomic_write_jsonl(out / "pairs.jsonl", pair_rows)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    reference = None
+    if needs_ref:  # the frozen original model, computing P_theta0 on the fly
+        reference = copy.deepcopy(model).eval().requires_grad_(False).to(accelerator.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     model, optimizer = accelerator.prepare(model, optimizer)
     run = _Run(
@@ -212,12 +218,12 @@ def _collate(samples: list[ForgetSample], run: _Run) -> Batch:
 def _check_epoch(run: _Run, epoch: int) -> dict:
     """EL/MA of the whole forget set, then the IUR check of the active samples."""
     config = run.config
-    started = time.perf_counter()
-    rows = _score_forget_set(run)
-    metrics_seconds = time.perf_counter() - started
+    timings: dict = {}
+    rows = _score_forget_set(run, timings)
     started = time.perf_counter()
     forgotten = _refine(run, rows) if config.refinement.enabled else set()
-    check_seconds = time.perf_counter() - started
+    # The IUR check: BERTScore + BLEU of the generations (greedy ones come with EL for free)
+    check_seconds = time.perf_counter() - started + timings["similarity_seconds"]
     active_before = len(run.active)
     for r in rows:
         r |= {"epoch": epoch, "active": r["id"] in run.active, "removed": r["id"] in forgotten}
@@ -232,12 +238,12 @@ def _check_epoch(run: _Run, epoch: int) -> dict:
         "ma": means["ma"],
         "bertscore_f1": means["bertscore_f1"],
         "bleu": means["bleu"],
-        "metrics_seconds": round(metrics_seconds, 3),
+        "metrics_seconds": round(timings["memorization_seconds"], 3),
         "check_seconds": round(check_seconds, 3),
     }
 
 
-def _score_forget_set(run: _Run) -> list[dict]:
+def _score_forget_set(run: _Run, timings: dict | None = None) -> list[dict]:
     config = run.config
     settings = EvalSettings(
         el_n=config.stop.el_n,
@@ -245,7 +251,9 @@ def _score_forget_set(run: _Run) -> list[dict]:
         bertscore_model=config.refinement.bertscore_model,
         bertscore_layers=config.refinement.bertscore_layers,
     )
-    return score_samples(_unwrap(run), run.tokenizer, list(run.forget.values()), settings)
+    return score_samples(
+        _unwrap(run), run.tokenizer, list(run.forget.values()), settings, timings=timings
+    )
 
 
 def _refine(run: _Run, rows: list[dict]) -> set[str]:
@@ -300,7 +308,9 @@ def _recover_from_divergence(run: _Run, reason: str) -> None:
     run.status = "diverged"
     run.epochs.append({"epoch": run.epoch + 1, "diverged": reason, "kept_epoch": run.epoch})
     _write_logs(run)
-    print(f"icu-unlearn: {reason}; stopped and kept the model of epoch {run.epoch}")
+    print(
+        f"icu-unlearn: {reason}; stopped and kept the model of epoch {run.epoch}", file=sys.stderr
+    )
 
 
 def _unwrap(run: _Run):
@@ -379,8 +389,8 @@ def _thresholds(config: RunConfig, model, tokenizer, forget) -> dict:
     }
 
 
-def _pairs(config: RunConfig, forget: list[ForgetSample], tokenizer, out: Path):
-    """Each forget sample's k analogous learn samples (paper Eq. 2), written to pairs.jsonl."""
+def _pairs(config: RunConfig, forget: list[ForgetSample], tokenizer):
+    """Each forget sample's k analogous learn samples (paper Eq. 2), with what pairs.jsonl holds."""
     import numpy as np
 
     a = config.analogous
@@ -396,7 +406,6 @@ def _pairs(config: RunConfig, forget: list[ForgetSample], tokenizer, out: Path):
         a.k,
         a.max_similarity,
     )
-    write_pairs(out / "pairs.jsonl", pairing, pool.texts)
     learn = {
         fid: [
             pool.learn_sample(
@@ -413,7 +422,8 @@ def _pairs(config: RunConfig, forget: list[ForgetSample], tokenizer, out: Path):
         "pool": pool.spec,
         "pool_size": len(pool.texts),
     }
-    return learn, stats
+    rows = [r | {"learn_text": pool.texts[r["pool_index"]]} for r in pairing.to_rows()]
+    return learn, stats, rows
 
 
 # ---------------------------------------------------------------- state and files

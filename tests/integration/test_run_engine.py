@@ -143,3 +143,43 @@ def test_a_used_run_directory_is_refused(scenario, tmp_path):
 def test_methods_lists_the_registry():
     proc = run_cli("methods")
     assert proc.returncode == 0 and proc.stdout.startswith("icu ")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_model(scenario, tmp_path, monkeypatch):
+    from icu_unlearn.methods import METHODS, icu
+
+    calls = {"n": 0}
+
+    def exploding(model, reference, forget, learn, config):
+        calls["n"] += 1
+        loss, terms = icu.METHOD.loss(model, reference, forget, learn, config)
+        return (loss * float("nan"), terms) if calls["n"] > 2 else (loss, terms)
+
+    monkeypatch.setitem(
+        METHODS, "icu", icu.METHOD.__class__(**{**icu.METHOD.__dict__, "loss": exploding})
+    )
+    result = unlearn(_config(scenario, tmp_path / "nan", max_epochs=5), progress=False)
+    assert result.status == "diverged" and result.manifest["epochs"] == 1
+    assert "loss became nan at epoch 2" in result.epochs[-1]["diverged"]
+    kept = load_file(result.model_dir / "model.safetensors")
+    epoch1 = load_file(tmp_path / "nan" / "checkpoints" / "epoch-1" / "model.safetensors")
+    shared = kept.keys() & epoch1.keys()  # tied embeddings are stored under one name
+    assert shared
+    for key in shared:
+        torch.testing.assert_close(kept[key], epoch1[key])
+
+
+def test_auto_thresholds_are_the_models_own_heldout_means(scenario, tmp_path):
+    result = unlearn(
+        _config(
+            scenario,
+            tmp_path / "auto",
+            max_epochs=1,
+            **{"stop.thresholds": "auto", "stop.heldout": "lm-extraction:ids=300-303"},
+        ),
+        progress=False,
+    )
+    expected = evaluate(str(scenario["planted_model"]), "lm-extraction:ids=300-303").summary
+    assert result.manifest["thresholds"]["source"].startswith("auto")
+    assert result.manifest["thresholds"]["el_max"] == pytest.approx(expected["el_10"])
+    assert result.manifest["thresholds"]["ma_max"] == pytest.approx(expected["ma"])

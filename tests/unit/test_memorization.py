@@ -51,7 +51,7 @@ def test_fast_path_equals_reference(family, window):
     model = TINY_MODELS[family](vocab_size=vocab).double()
     seqs = _semi_memorized(model, vocab, [40, 33, 26, 40, 19, 31], seed=1)
     t0s = [12, 10, 8, 20, 6, 15]
-    for n in (1, 3, 10):
+    for n in (1, 4):
         # small batches, groups and decode batches: rows cross group and batch borders
         fast = memorization_scores(
             model,
