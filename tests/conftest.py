@@ -57,8 +57,9 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture()
 def gpt2():
+    """A fresh GPT-2 tokenizer per test: code under test may give it a pad token."""
     from icu_unlearn.models import gpt2_tokenizer
 
     return gpt2_tokenizer()

@@ -78,6 +78,7 @@ class RunConfig:
     max_epochs: int = 100
     seed: int = 42
     eval_batch_size: int = 8  # sequences per metric forward pass
+    eval_decode_batch_size: int = 64  # EL decoding rows per step; each holds a KV cache
     data_dir: str | None = None
     out: str | None = None
     trust_remote_code: bool = False

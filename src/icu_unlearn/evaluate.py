@@ -27,6 +27,9 @@ class EvalSettings:
     el_n: int = 10  # the paper reports EL_10
     el_window: bool = False  # True: only prefix lengths >= t0 (the authors' code)
     batch_size: int = 8  # sequences per forward pass
+    decode_batch_size: int = (
+        128  # EL decoding rows per step: per-token cost on CPU bottoms out here
+    )
     bertscore_model: str | None = None  # None: the packaged all-MiniLM-L6-v2
     bertscore_layers: int = DEFAULT_BERTSCORE_LAYERS
 
@@ -74,6 +77,7 @@ def score_samples(
             n=settings.el_n,
             window=settings.el_window,
             batch_size=step,
+            decode_batch_size=settings.decode_batch_size,
         )
         el += scores.extraction_likelihood
         ma += scores.memorization_accuracy

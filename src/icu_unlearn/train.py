@@ -110,7 +110,9 @@ def unlearn(
     reference = None
     if needs_ref:  # the frozen original model, computing P_theta0 on the fly
         reference = copy.deepcopy(model).eval().requires_grad_(False).to(accelerator.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # foreach=False: the multi-tensor step allocates a temporary per parameter group,
+    # a transient copy of the model's size on top of weights, gradients and moments.
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, foreach=False)
     model, optimizer = accelerator.prepare(model, optimizer)
     run = _Run(
         config,
@@ -248,6 +250,7 @@ def _score_forget_set(run: _Run, timings: dict | None = None) -> list[dict]:
     settings = EvalSettings(
         el_n=config.stop.el_n,
         batch_size=config.eval_batch_size,
+        decode_batch_size=config.eval_decode_batch_size,
         bertscore_model=config.refinement.bertscore_model,
         bertscore_layers=config.refinement.bertscore_layers,
     )

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from icu_unlearn.models import prepare_tokenizer
+from icu_unlearn.models import gpt2_tokenizer, prepare_tokenizer
 from tests.conftest import ROOT, tiny_gpt_neo
 
 
@@ -26,9 +26,10 @@ def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, gpt2):
+def tiny_model_dir(tmp_path_factory):
     """A GPT-Neo with GPT-2's tokenizer (which has no pad token), saved like any checkpoint."""
     path = tmp_path_factory.mktemp("tiny-gpt-neo")
+    gpt2 = gpt2_tokenizer()
     tiny_gpt_neo(vocab_size=len(gpt2)).save_pretrained(path)
     gpt2.save_pretrained(path)
     return path
@@ -161,6 +162,6 @@ def test_eval_on_the_packaged_model(tmp_path, data_dir):
     assert row["generation"]
 
 
-def test_prepare_tokenizer_sets_pad(gpt2):
-    tok = prepare_tokenizer(gpt2)
+def test_prepare_tokenizer_sets_pad():
+    tok = prepare_tokenizer(gpt2_tokenizer())
     assert tok.pad_token_id == tok.eos_token_id

@@ -14,7 +14,7 @@ from icu_unlearn.metrics.memorization import (
     memorization_scores_reference,
     ngram_overlap,
 )
-from icu_unlearn.models import prepare_tokenizer
+from icu_unlearn.models import gpt2_tokenizer, prepare_tokenizer
 from tests.conftest import TINY_MODELS, tiny_gpt_neo
 
 
@@ -83,8 +83,9 @@ def test_fast_path_equals_reference_float32(family):
     assert fast.memorization_accuracy == pytest.approx(ref.memorization_accuracy, abs=1e-6)
 
 
-def test_tokenizer_without_pad_token(gpt2):
+def test_tokenizer_without_pad_token():
     """GPT-2's tokenizer has no pad token: EOS (50256) pads, sequences differ in length."""
+    gpt2 = gpt2_tokenizer()  # a fresh one: the session fixture may have been given a pad
     assert gpt2.pad_token is None
     tokenizer = prepare_tokenizer(gpt2)
     assert tokenizer.pad_token_id == 50256 and tokenizer.padding_side == "left"
