@@ -228,7 +228,10 @@ def _decode_from_cache(model, cache, seqs, greedy, rows, decode_batch_size):
         starts = torch.tensor([q for _, q in chunk], device=device)
         tok = torch.tensor([int(greedy[b, q - 1]) for b, q in chunk], device=device)
         gen = [[int(t)] for t in tok.tolist()]
-        row_cache = copy.deepcopy(cache)
+        # A copy of the cache's structure only: selecting rows re-binds each layer's
+        # tensors, so the group cache stays intact for the next chunk without a deep copy.
+        row_cache = copy.copy(cache)
+        row_cache.layers = [copy.copy(layer) for layer in cache.layers]
         row_cache.batch_select_indices(seq_index)
         # Cached positions at or past every row's q are masked for all rows: drop them,
         # so attention and cache growth cost what the rows need, not the longest sequence.
