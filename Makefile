@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/icu-unlearn eval --model smollm2-135m --forget lm-extraction:4_0 --out runs/demo-eval
+	$(VENV)/bin/icu-unlearn demo
 
 test: install
 	$(VENV)/bin/pytest -q

@@ -24,6 +24,16 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_eval_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--el-n", type=int, default=10, help="n-gram size of EL (default 10)")
+    p.add_argument("--el-window", action="store_true", help="EL over prefix lengths >= t0 only")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
+    p.add_argument("--prefix-length", type=int, default=50, help="t0 for {id,text} files")
+    p.add_argument("--bertscore-model", help="encoder folder or id (default: packaged MiniLM)")
+    p.add_argument("--bertscore-layers", type=int, default=6, help="encoder layer to use")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model code from hub")
+
+
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
@@ -141,6 +151,16 @@ def _cmd_memorize(args: argparse.Namespace) -> int:
     return 0 if report["reached"] else 1
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """For now: how much of a published forget set the packaged model can extract.
+    Planting, forgetting and the before/after tables are the next step of this command."""
+    print(
+        f"Measuring how much of {args.forget} {args.model} can extract "
+        f"(EL_10, MA, BERTScore, BLEU of its greedy continuations), offline on CPU.\n"
+    )
+    return _cmd_eval(args)
+
+
 def _cmd_methods(args: argparse.Namespace) -> int:
     from .methods import METHODS
 
@@ -160,13 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="hub id, local folder, or smollm2-135m")
     ev.add_argument("--forget", required=True, help="forget set: lm-extraction:32_0, ids=..., file")
     ev.add_argument("--out", help="write memorization.jsonl and summary.json here")
-    ev.add_argument("--el-n", type=int, default=10, help="n-gram size of EL (default 10)")
-    ev.add_argument("--el-window", action="store_true", help="EL over prefix lengths >= t0 only")
-    ev.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
-    ev.add_argument("--prefix-length", type=int, default=50, help="t0 for {id,text} files")
-    ev.add_argument("--bertscore-model", help="encoder folder or id (default: packaged MiniLM)")
-    ev.add_argument("--bertscore-layers", type=int, default=6, help="encoder layer to use")
-    ev.add_argument("--trust-remote-code", action="store_true", help="allow model code from hub")
+    _add_eval_options(ev)
     _add_data_dir(ev)
     ev.set_defaults(func=_cmd_eval)
 
@@ -191,6 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--overwrite", action="store_true")
     _add_data_dir(me)
     me.set_defaults(func=_cmd_memorize)
+
+    de = sub.add_parser("demo", help="the main job, offline on CPU, with the packaged model")
+    de.add_argument("--model", default="smollm2-135m")
+    de.add_argument("--forget", default="lm-extraction:4_0")
+    de.add_argument("--out", default="runs/demo", help="where the metrics are written")
+    _add_eval_options(de)
+    _add_data_dir(de)
+    de.set_defaults(func=_cmd_demo)
 
     mt = sub.add_parser("methods", help="list the unlearning methods")
     mt.set_defaults(func=_cmd_methods)

@@ -165,3 +165,22 @@ def test_eval_on_the_packaged_model(tmp_path, data_dir):
 def test_prepare_tokenizer_sets_pad():
     tok = prepare_tokenizer(gpt2_tokenizer())
     assert tok.pad_token_id == tok.eos_token_id
+
+
+def test_demo_command_runs_offline(tiny_model_dir, tmp_path, data_dir):
+    out = tmp_path / "demo"
+    proc = run_cli(
+        "demo",
+        "--model",
+        str(tiny_model_dir),
+        "--forget",
+        "lm-extraction:ids=1,2",
+        "--el-n",
+        "2",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Measuring how much of lm-extraction:ids=1,2" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_samples"] == 2
