@@ -30,21 +30,21 @@ def tiny_gpt_neo(vocab_size: int = 64, seed: int = 0) -> GPTNeoForCausalLM:
     return GPTNeoForCausalLM(config).eval()
 
 
-def tiny_llama(vocab_size: int = 64, seed: int = 0) -> LlamaForCausalLM:
+def tiny_llama(vocab_size: int = 64, seed: int = 0, **config_overrides) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    return LlamaForCausalLM(config).eval()
+    config = {
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+    }
+    return LlamaForCausalLM(LlamaConfig(**config | config_overrides)).eval()
 
 
 TINY_MODELS = {"gpt-neo": tiny_gpt_neo, "llama": tiny_llama}

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+
+from tests.conftest import tiny_llama
 
 PLANTED_IDS = list(range(100, 112))
 FORGET_IDS = PLANTED_IDS[:4]  # a third of them
@@ -43,20 +43,17 @@ def write_scenario(root: Path, data_dir: Path, gpt2) -> dict[str, Path]:
         {"text": gpt2.decode(prefix[i][:20].tolist() + suffix[i][:20].tolist())} for i in POOL_IDS
     ]
     paths["pool"].write_text("".join(json.dumps(r) + "\n" for r in pool))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(gpt2),
+    model = tiny_llama(
+        len(gpt2),
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=256,
         tie_word_embeddings=True,
         bos_token_id=gpt2.eos_token_id,
         eos_token_id=gpt2.eos_token_id,
+        pad_token_id=None,
     )
     paths["base"] = root / "base"
-    LlamaForCausalLM(config).save_pretrained(paths["base"])
+    model.save_pretrained(paths["base"])
     gpt2.save_pretrained(paths["base"])
     return paths

@@ -18,7 +18,7 @@ import csv
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,8 +154,8 @@ def _from_published_csv(path: Path, tokenizer, data_dir) -> list[ForgetSample]:
     return extraction_samples(doc_ids, tokenizer, data_dir)
 
 
-def _from_jsonl(path: Path, tokenizer, prefix_length: int) -> list[ForgetSample]:
-    samples = []
+def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
+    """(where, object) for each non-blank line; bad JSON is a UsageError naming the line."""
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -165,7 +165,13 @@ def _from_jsonl(path: Path, tokenizer, prefix_length: int) -> list[ForgetSample]
             raise UsageError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
         if not isinstance(row, dict):
             raise UsageError(f"{path}:{line_no}: each line must be a JSON object")
-        samples.append(_jsonl_sample(row, f"{path}:{line_no}", tokenizer, prefix_length))
+        yield f"{path}:{line_no}", row
+
+
+def _from_jsonl(path: Path, tokenizer, prefix_length: int) -> list[ForgetSample]:
+    samples = [
+        _jsonl_sample(row, where, tokenizer, prefix_length) for where, row in read_jsonl(path)
+    ]
     if not samples:
         raise UsageError(f"forget file {path} is empty; give one JSON object per line")
     return samples

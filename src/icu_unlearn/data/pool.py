@@ -7,7 +7,6 @@ Default: the lm-extraction train rows that are not in the forget set (the paper'
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..errors import UsageError
 from ..models import gpt2_tokenizer
-from .forget import ForgetSample, extraction_samples
+from .forget import ForgetSample, extraction_samples, read_jsonl
 from .mirror import extraction_array
 
 
@@ -87,15 +86,9 @@ def _read_texts(path: Path) -> list[str]:
             return [row["text"] for row in reader if row["text"].strip()]
     if path.suffix == ".jsonl":
         texts = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise UsageError(f"{path}:{n}: not valid JSON") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise UsageError(f'{path}:{n}: needs a string field "text"')
+        for where, row in read_jsonl(path):
+            if not isinstance(row.get("text"), str):
+                raise UsageError(f'{where}: needs a string field "text"')
             texts.append(row["text"])
         return texts
     raise UsageError(f"analogous pool {path} must be a .jsonl or .csv file")
