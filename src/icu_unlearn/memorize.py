@@ -17,23 +17,11 @@ from tqdm.auto import tqdm
 
 from .data.forget import load_forget_set
 from .errors import UsageError
-from .generation import model_device, right_pad
+from .generation import right_pad
 from .io import atomic_write_json
 from .losses import nll_loss
+from .metrics.memorization import memorization_accuracy
 from .models import load_model_and_tokenizer
-
-
-@torch.no_grad()
-def teacher_forced_accuracy(model, sequences, pad_token_id, batch_size=8) -> list[float]:
-    """MA per sequence from one forward pass (Eq. 9: greedy next token == true token)."""
-    scores = []
-    for k in range(0, len(sequences), batch_size):
-        chunk = sequences[k : k + batch_size]
-        ids, mask = right_pad(chunk, pad_token_id, model_device(model))
-        hits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1) == ids[:, 1:]
-        valid = mask[:, 1:].bool()
-        scores += ((hits & valid).sum(-1) / valid.sum(-1)).tolist()
-    return scores
 
 
 def memorize(
@@ -82,7 +70,7 @@ def memorize(
             loss.backward()
             optimizer.step()
         net.eval()
-        ma = teacher_forced_accuracy(net, seqs, pad)
+        ma = memorization_accuracy(net, seqs, pad)
         history.append(
             {"epoch": epoch, "loss": loss.item(), "min_ma": min(ma), "mean_ma": sum(ma) / len(ma)}
         )

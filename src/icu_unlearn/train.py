@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
@@ -337,7 +338,7 @@ def _check_out(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> N
                 f"nothing to resume in {out}: it has no checkpoint; run without --resume"
             )
         saved = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
-        if saved and _resumable(saved) != _resumable(dump_config(config)):
+        if saved and _resumable(yaml.safe_load(saved)) != _resumable(config.to_dict()):
             raise UsageError(
                 f"the config differs from the one {out} was started with; "
                 "resume with the same config, or start a new --out"
@@ -352,11 +353,9 @@ def _check_out(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> N
         raise UsageError(f"cannot write to {probe}; choose a writable --out")
 
 
-def _resumable(config_yaml: str) -> str:
+def _resumable(config: dict) -> dict:
     """What must match to resume: everything but max_epochs (a run may be extended)."""
-    return "\n".join(
-        line for line in config_yaml.splitlines() if not line.startswith("max_epochs:")
-    )
+    return {k: v for k, v in config.items() if k != "max_epochs"}
 
 
 def _clear(out: Path) -> None:

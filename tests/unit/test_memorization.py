@@ -10,6 +10,7 @@ import torch
 from icu_unlearn.errors import UsageError
 from icu_unlearn.generation import generate_continuations
 from icu_unlearn.metrics.memorization import (
+    memorization_accuracy,
     memorization_scores,
     memorization_scores_reference,
     ngram_overlap,
@@ -79,6 +80,8 @@ def test_fast_path_equals_reference_float32(family):
     seqs = _semi_memorized(model, 48, [30, 22, 27], seed=4)
     fast = memorization_scores(model, seqs, [10, 8, 9], 0, n=4, batch_size=3)
     ref = memorization_scores_reference(model, seqs, [10, 8, 9], 0, n=4)
+    ma_only = memorization_accuracy(model, seqs, 0, batch_size=2)
+    assert ma_only == pytest.approx(ref.memorization_accuracy, abs=1e-6)
     assert fast.extraction_likelihood == pytest.approx(ref.extraction_likelihood, abs=1e-6)
     assert fast.memorization_accuracy == pytest.approx(ref.memorization_accuracy, abs=1e-6)
 

@@ -160,6 +160,22 @@ def memorization_scores(
     return MemorizationScores(el, ma, gens)
 
 
+@torch.inference_mode()
+def memorization_accuracy(
+    model: PreTrainedModel,
+    sequences: Sequence[Sequence[int]],
+    pad_token_id: int,
+    batch_size: int = 8,
+) -> list[float]:
+    """MA alone (Eq. 9), from one forward pass: the greedy next token after x[:p] is x_p."""
+    seqs = [list(s) for s in sequences]
+    greedy = _greedy_next_tokens(model, seqs, pad_token_id, batch_size)
+    return [
+        sum(int(greedy[b, q - 1]) == seq[q] for q in range(1, len(seq))) / (len(seq) - 1)
+        for b, seq in enumerate(seqs)
+    ]
+
+
 def _greedy_next_tokens(model, seqs, pad_token_id, batch_size):
     """(N, W) argmax of the next-token distribution after every position, right-padded."""
     device = model_device(model)
