@@ -38,6 +38,16 @@ def sequence_logprob(logits, input_ids, attention_mask, prefix_lengths) -> torch
     return (token_logprobs(logits, input_ids) * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
+def suffix_logprob_sum(logits, input_ids, attention_mask, prefix_lengths) -> torch.Tensor:
+    """log P(suffix | prefix) = sum of the suffix tokens' log-probabilities, per sample: (B,).
+
+    DPO and NPO compare whole-sequence likelihoods with the reference model, so they
+    sum over tokens; the ascent and NLL terms average instead.
+    """
+    mask = suffix_mask(attention_mask, prefix_lengths)
+    return (token_logprobs(logits, input_ids) * mask).sum(-1)
+
+
 def forget_loss(logits, input_ids, attention_mask, prefix_lengths) -> torch.Tensor:
     """L_fgt (Eq. 1): + mean log P(x_t | x_<t) over suffix tokens. Minimising it is
     gradient ascent on the negative log-likelihood of the forget samples."""
@@ -66,3 +76,18 @@ def kl_loss(logits, reference_logits, attention_mask, prefix_lengths) -> torch.T
 def icu_loss(l_fgt: torch.Tensor, l_lrn: torch.Tensor, l_kl: torch.Tensor, alpha, beta):
     """Eq. 6: L = L_fgt + alpha L_lrn + beta L_kl."""
     return l_fgt + alpha * l_lrn + beta * l_kl
+
+
+def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """NPO (Zhang et al., 2024): (2 / beta) log(1 + (pi_theta / pi_ref)^beta) on the
+    forget suffixes, mean over samples. `logp`, `ref_logp`: (B,) sequence log-likelihoods."""
+    return (2.0 / beta) * F.softplus(beta * (logp - ref_logp)).mean()
+
+
+def dpo_loss(
+    chosen_logp, chosen_ref_logp, rejected_logp, rejected_ref_logp, beta: float
+) -> torch.Tensor:
+    """DPO (Rafailov et al., 2023): -log sigmoid(beta (chosen log-ratio - rejected log-ratio)),
+    mean over samples. Here chosen = a refusal, rejected = the true suffix."""
+    margin = (chosen_logp - chosen_ref_logp) - (rejected_logp - rejected_ref_logp)
+    return F.softplus(-beta * margin).mean()

@@ -1,14 +1,19 @@
 """The method registry: one small module per unlearning method, listed in a plain dict.
 
-A method says which data it needs (analogous pairs, a frozen reference model) and
-computes its loss on one batch; the one training loop in `train.py` does the rest.
+A method says which data it needs (analogous pairs, mismatched completions,
+refusals, a frozen reference model) and computes its loss on one batch; the one
+training loop in `train.py` does the rest.
 """
 
 from __future__ import annotations
 
-from . import icu, kumpr
+from . import dpo, icu, kl, kumpr, llmu, npo
 
 METHODS = {
     "icu": icu.METHOD,
     "kumpr": kumpr.METHOD,
+    "kl": kl.METHOD,
+    "llmu": llmu.METHOD,
+    "dpo": dpo.METHOD,
+    "npo": npo.METHOD,
 }

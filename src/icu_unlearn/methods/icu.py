@@ -1,33 +1,37 @@
 """ICU (paper §3): forget by gradient ascent, learn the analogous pair, stay close to the original.
 
 L = L_fgt + alpha L_lrn + beta L_kl (Eq. 6), the learn terms on each forget
-sample's k nearest analogous samples. alpha = 0 and beta = 0 are the ablations.
+sample's k nearest analogous samples. alpha = 0 and beta = 0 are the ablations,
+refinement.enabled = false the one without IUR.
 """
 
 from __future__ import annotations
 
-import torch
-
 from ..losses import forget_loss, icu_loss, kl_loss, nll_loss
-from .base import Batch, Method, logits
+from .base import PAIRS, Method, logits, reference_logits
 
 
-def _loss(model, reference, forget: Batch, learn: Batch | None, config):
+def _loss(model, reference, batches, config):
+    forget = batches["forget"]
     l_fgt = forget_loss(
         logits(model, forget), forget.input_ids, forget.attention_mask, forget.prefix_lengths
     )
     zero = l_fgt.new_zeros(())
     l_lrn, l_kl = zero, zero
-    if learn is not None:
+    if PAIRS in batches:
+        learn = batches[PAIRS]
         learn_logits = logits(model, learn)
         if config.alpha > 0:
             l_lrn = nll_loss(
                 learn_logits, learn.input_ids, learn.attention_mask, learn.prefix_lengths
             )
         if config.beta > 0:
-            with torch.no_grad():
-                ref_logits = logits(reference, learn)
-            l_kl = kl_loss(learn_logits, ref_logits, learn.attention_mask, learn.prefix_lengths)
+            l_kl = kl_loss(
+                learn_logits,
+                reference_logits(reference, learn),
+                learn.attention_mask,
+                learn.prefix_lengths,
+            )
     loss = icu_loss(l_fgt, l_lrn, l_kl, config.alpha, config.beta)
     return loss, {"fgt": l_fgt.item(), "lrn": l_lrn.item(), "kl": l_kl.item()}
 
@@ -35,7 +39,8 @@ def _loss(model, reference, forget: Batch, learn: Batch | None, config):
 METHOD = Method(
     name="icu",
     summary="Iterative Contrastive Unlearning: ascent + analogous NLL + KL, with IUR (the paper)",
-    uses_pairs=lambda c: c.alpha > 0 or c.beta > 0,
+    needs=lambda c: {PAIRS} if c.alpha > 0 or c.beta > 0 else set(),
     uses_reference=lambda c: c.beta > 0,
     loss=_loss,
+    refines=True,
 )

@@ -1,12 +1,16 @@
-"""KUMPR (Jang et al., 2023): gradient ascent on the forget suffixes only (Eq. 1)."""
+"""KUMPR (Jang et al., 2023): gradient ascent on the forget suffixes only (Eq. 1).
+
+The published setting makes one update per epoch: `batch_size: all`.
+"""
 
 from __future__ import annotations
 
 from ..losses import forget_loss
-from .base import Batch, Method, logits
+from .base import Method, logits
 
 
-def _loss(model, reference, forget: Batch, learn: Batch | None, config):
+def _loss(model, reference, batches, config):
+    forget = batches["forget"]
     l_fgt = forget_loss(
         logits(model, forget), forget.input_ids, forget.attention_mask, forget.prefix_lengths
     )
@@ -16,7 +20,7 @@ def _loss(model, reference, forget: Batch, learn: Batch | None, config):
 METHOD = Method(
     name="kumpr",
     summary="gradient ascent on the forget suffixes (Jang et al., 2023)",
-    uses_pairs=lambda c: False,
+    needs=lambda c: set(),
     uses_reference=lambda c: False,
     loss=_loss,
 )

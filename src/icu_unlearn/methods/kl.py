@@ -1,0 +1,33 @@
+"""KL: gradient ascent on the forget suffixes + beta KL(P_theta0 || P_theta) on retain data.
+
+The retain data are the forget samples' analogous pairs, so KL and ICU differ only
+by ICU's L_lrn term and IUR: the comparison isolates what those add.
+"""
+
+from __future__ import annotations
+
+from ..losses import forget_loss, kl_loss
+from .base import PAIRS, Method, logits, reference_logits
+
+
+def _loss(model, reference, batches, config):
+    forget, retain = batches["forget"], batches[PAIRS]
+    l_fgt = forget_loss(
+        logits(model, forget), forget.input_ids, forget.attention_mask, forget.prefix_lengths
+    )
+    l_kl = kl_loss(
+        logits(model, retain),
+        reference_logits(reference, retain),
+        retain.attention_mask,
+        retain.prefix_lengths,
+    )
+    return l_fgt + config.beta * l_kl, {"fgt": l_fgt.item(), "kl": l_kl.item()}
+
+
+METHOD = Method(
+    name="kl",
+    summary="gradient ascent + beta x KL to the original model on retain (analogous) data",
+    needs=lambda c: {PAIRS},
+    uses_reference=lambda c: True,
+    loss=_loss,
+)

@@ -1,0 +1,44 @@
+"""LLMU (Yao et al., 2023): ascent on the forget suffixes, NLL of mismatched completions,
+KL to the original model on normal data.
+
+L = e1 L_fgt + e2 NLL(prefix + another text's suffix) + e3 KL(normal), with the
+weights in `llmu:`; the normal data are the analogous pairs.
+"""
+
+from __future__ import annotations
+
+from ..losses import forget_loss, kl_loss, nll_loss
+from .base import MISMATCH, PAIRS, Method, logits, reference_logits
+
+
+def _loss(model, reference, batches, config):
+    weights = config.llmu
+    forget, mismatch, normal = batches["forget"], batches[MISMATCH], batches[PAIRS]
+    l_fgt = forget_loss(
+        logits(model, forget), forget.input_ids, forget.attention_mask, forget.prefix_lengths
+    )
+    l_rdn = nll_loss(
+        logits(model, mismatch),
+        mismatch.input_ids,
+        mismatch.attention_mask,
+        mismatch.prefix_lengths,
+    )
+    l_kl = kl_loss(
+        logits(model, normal),
+        reference_logits(reference, normal),
+        normal.attention_mask,
+        normal.prefix_lengths,
+    )
+    loss = (
+        weights.forget_weight * l_fgt + weights.mismatch_weight * l_rdn + weights.kl_weight * l_kl
+    )
+    return loss, {"fgt": l_fgt.item(), "mismatch": l_rdn.item(), "kl": l_kl.item()}
+
+
+METHOD = Method(
+    name="llmu",
+    summary="ascent + NLL of mismatched completions + KL on normal data (Yao et al., 2023)",
+    needs=lambda c: {PAIRS, MISMATCH},
+    uses_reference=lambda c: True,
+    loss=_loss,
+)

@@ -1,0 +1,24 @@
+"""NPO (Zhang et al., 2024): DPO without the preferred side, the true suffix dispreferred."""
+
+from __future__ import annotations
+
+from ..losses import npo_loss, suffix_logprob_sum
+from .base import Method, logits, reference_logits
+
+
+def _loss(model, reference, batches, config):
+    forget = batches["forget"]
+    args = (forget.input_ids, forget.attention_mask, forget.prefix_lengths)
+    logp = suffix_logprob_sum(logits(model, forget), *args)
+    ref_logp = suffix_logprob_sum(reference_logits(reference, forget), *args)
+    loss = npo_loss(logp, ref_logp, config.npo.beta)
+    return loss, {"npo": loss.item(), "forget_logratio": (logp - ref_logp).mean().item()}
+
+
+METHOD = Method(
+    name="npo",
+    summary="negative preference optimisation: DPO without the preferred side (Zhang et al., 2024)",
+    needs=lambda c: set(),
+    uses_reference=lambda c: True,
+    loss=_loss,
+)
