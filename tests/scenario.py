@@ -16,6 +16,7 @@ from tests.conftest import tiny_llama
 PLANTED_IDS = list(range(100, 112))
 FORGET_IDS = PLANTED_IDS[:4]  # a third of them
 POOL_IDS = list(range(200, 260))
+HELDOUT_IDS = list(range(300, 316))  # never planted, never pooled: for perplexity
 
 
 def write_scenario(root: Path, data_dir: Path, gpt2) -> dict[str, Path]:
@@ -32,11 +33,13 @@ def write_scenario(root: Path, data_dir: Path, gpt2) -> dict[str, Path]:
             for i in ids
         ]
 
-    paths = {name: root / f"{name}.jsonl" for name in ("planted", "forget", "retained", "pool")}
+    names = ("planted", "forget", "retained", "heldout", "pool")
+    paths = {name: root / f"{name}.jsonl" for name in names}
     for name, ids in (
         ("planted", PLANTED_IDS),
         ("forget", FORGET_IDS),
         ("retained", PLANTED_IDS[4:]),
+        ("heldout", HELDOUT_IDS),
     ):
         paths[name].write_text("".join(json.dumps(r) + "\n" for r in rows(ids)))
     pool = [

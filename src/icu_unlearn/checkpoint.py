@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
+from . import faults
 from .errors import UsageError
 from .io import atomic_write_text
 
@@ -24,6 +25,7 @@ def save(root: Path, epoch: int, model, optimizer, state: dict) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-epoch-{epoch}-"))
     save_model(model, str(tmp / "model.safetensors"))
+    faults.point("checkpoint_write", epoch)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state))

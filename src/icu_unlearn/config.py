@@ -65,6 +65,62 @@ class StopConfig:
 
 
 @dataclass
+class LLMUConfig:
+    # The LLMU paper's defaults (Yao et al., 2023: bad, random, normal weights)
+    forget_weight: float = 0.5  # gradient ascent on the forget suffixes
+    mismatch_weight: float = 1.0  # NLL of each forget prefix continued by a pool text
+    kl_weight: float = 1.0  # KL to the original model on normal (analogous) data
+
+
+DEFAULT_REFUSALS = [
+    "I don't know.",
+    "I'm not sure.",
+    "I cannot recall that.",
+    "I have no information about that.",
+    "Sorry, I don't remember.",
+]
+
+
+@dataclass
+class DPOConfig:
+    beta: float = 0.1  # the DPO paper's default
+    refusals: list[str] = field(default_factory=lambda: list(DEFAULT_REFUSALS))  # preferred side
+
+    def __post_init__(self):
+        if self.beta <= 0:
+            raise UsageError(f"dpo.beta must be positive, got {self.beta}")
+        if not self.refusals or not all(r.strip() for r in self.refusals):
+            raise UsageError("dpo.refusals must be a non-empty list of non-empty texts")
+
+
+@dataclass
+class NPOConfig:
+    beta: float = 0.1  # the NPO paper's default
+
+    def __post_init__(self):
+        if self.beta <= 0:
+            raise UsageError(f"npo.beta must be positive, got {self.beta}")
+
+
+@dataclass
+class ProbeConfig:
+    # Sequences the run must not forget (a forget-set spec): MA and EL every epoch.
+    retain: str | None = None
+    # Held-out sequences (a forget-set spec; whole sequences scored): perplexity every epoch.
+    heldout: str | None = None
+    # Stop as diverged when held-out perplexity exceeds this multiple of the input model's
+    # (ascent can wreck a model in one step); None: watch only.
+    max_perplexity_ratio: float | None = None
+
+    def __post_init__(self):
+        if self.max_perplexity_ratio is not None:
+            if not self.heldout:
+                raise UsageError("probe.max_perplexity_ratio needs probe.heldout sequences")
+            if self.max_perplexity_ratio <= 1:
+                raise UsageError("probe.max_perplexity_ratio must be above 1, e.g. 1.5")
+
+
+@dataclass
 class RunConfig:
     model: str = ""  # hub id, local folder, or smollm2-135m
     forget: str = ""  # forget-set spec
@@ -73,7 +129,7 @@ class RunConfig:
     alpha: float = 0.5  # weight of L_lrn (paper §4.4)
     beta: float = 1.0  # weight of L_kl (paper §4.4)
     lr: float = 5e-6  # paper §4.4, set for 128 samples at 16 steps an epoch
-    batch_size: int = 8  # effective (global) batch, paper §4.4
+    batch_size: int | str = 8  # effective (global) batch, paper §4.4; "all": one step an epoch
     grad_accum: int = 1
     max_epochs: int = 100
     seed: int = 42
@@ -85,13 +141,19 @@ class RunConfig:
     analogous: AnalogousConfig = field(default_factory=AnalogousConfig)
     refinement: RefinementConfig = field(default_factory=RefinementConfig)
     stop: StopConfig = field(default_factory=StopConfig)
+    llmu: LLMUConfig = field(default_factory=LLMUConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    npo: NPOConfig = field(default_factory=NPOConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self):
         if self.lr <= 0:
             raise UsageError(f"lr must be positive, got {self.lr}")
-        if self.batch_size < 1 or self.grad_accum < 1:
+        if isinstance(self.batch_size, str) and self.batch_size != "all":
+            raise UsageError(f"batch_size must be a number or 'all', got {self.batch_size!r}")
+        if self.grad_accum < 1 or (self.batch_size != "all" and self.batch_size < 1):
             raise UsageError("batch_size and grad_accum must be at least 1")
-        if self.batch_size % self.grad_accum:
+        if self.batch_size != "all" and self.batch_size % self.grad_accum:
             raise UsageError(
                 f"batch_size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}"
             )
@@ -129,6 +191,11 @@ def _nested_type(cls, name: str):
 
 def _coerce(value: Any, hint, key: str) -> Any:
     """Check a YAML value against the field's type; ints pass for floats."""
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise UsageError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None:
         if type(None) in options:

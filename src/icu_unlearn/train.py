@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import resource
 import shutil
@@ -21,7 +22,7 @@ import yaml
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, faults
 from .config import RunConfig, dump_config
 from .data.forget import ForgetSample, load_forget_set
 from .data.pool import load_pool
@@ -30,10 +31,11 @@ from .evaluate import EvalSettings, score_samples, summarize
 from .generation import generate_continuations, right_pad
 from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from .methods import METHODS
-from .methods.base import Batch
+from .methods.base import MISMATCH, PAIRS, REFUSAL, Batch
 from .metrics.memorization import memorization_scores
+from .metrics.perplexity import perplexity
 from .metrics.similarity import bertscore_f1, sentence_bleu, token_entropy
-from .models import describe_model, load_model_and_tokenizer
+from .models import describe_model, load_model_and_tokenizer, weights_digest
 from .pairing import embed, pair
 from .refinement import is_forgotten
 
@@ -65,16 +67,22 @@ class _Run:
     tokenizer: object
     reference: torch.nn.Module | None
     forget: dict[str, ForgetSample]
-    learn: dict[str, list[ForgetSample]]  # forget id -> its analogous learn samples
+    data: dict[str, dict[str, list[ForgetSample]]]  # kind (PAIRS...) -> forget id -> samples
     pair_stats: dict | None
     optimizer: torch.optim.Optimizer
     accelerator: Accelerator
     thresholds: dict
+    probes: dict[str, list[ForgetSample]]  # "retain" / "heldout" sequences watched each epoch
     epoch: int = 0
     active: list[str] = field(default_factory=list)
     epochs: list[dict] = field(default_factory=list)
     samples: list[dict] = field(default_factory=list)
     status: str | None = None
+    probe_before: dict = field(default_factory=dict)
+    reference_sha256: str | None = None  # the frozen model's weights when the run began
+
+
+PROBE_KEYS = ("retain_el", "retain_ma", "heldout_ppl")
 
 
 def unlearn(
@@ -98,14 +106,13 @@ def unlearn(
     method = METHODS[config.method]
     needs_ref = method.uses_reference(config)
     thresholds = _thresholds(config, model, tokenizer, forget)
-    pairing = _pairs(config, forget, tokenizer) if method.uses_pairs(config) else None
+    probes = _load_probes(config, tokenizer, forget, model.get_input_embeddings().num_embeddings)
+    data, pair_stats, pair_rows = _method_data(config, method.needs(config), forget, tokenizer)
     # Every input is checked by now: only from here on does the run write anything.
     if overwrite and not resume:
         _clear(out)
     out.mkdir(parents=True, exist_ok=True)
-    learn, pair_stats = ({}, None)
-    if pairing is not None:
-        learn, pair_stats, pair_rows = pairing
+    if pair_rows is not None:
         atomic_write_jsonl(out / "pairs.jsonl", pair_rows)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     reference = None
@@ -122,13 +129,16 @@ def unlearn(
         tokenizer,
         reference,
         {s.id: s for s in forget},
-        learn,
+        data,
         pair_stats,
         optimizer,
         accelerator,
         thresholds,
+        probes,
         active=[s.id for s in forget],
     )
+    if reference is not None:
+        run.reference_sha256 = weights_digest(reference)
     latest = checkpoint.latest(out / "checkpoints") if resume else None
     if latest is not None:
         _restore(run, latest)
@@ -136,7 +146,15 @@ def unlearn(
         atomic_write_text(out / "config.yaml", dump_config(config))
         _log_epoch_zero(run)
         _write_manifest(run)
-    _run_epochs(run, progress)
+    try:
+        _run_epochs(run, progress)
+    except KeyboardInterrupt:  # SIGINT: the newest checkpoint is whole; say how to go on
+        _write_manifest(run, status="interrupted")
+        print(
+            f"icu-unlearn: interrupted after epoch {run.epoch}; continue with --resume --out {out}",
+            file=sys.stderr,
+        )
+        raise
     return _finish(run)
 
 
@@ -159,6 +177,10 @@ def _run_epochs(run: _Run, progress: bool) -> None:
             break
         train_seconds = time.perf_counter() - started
         check = _check_epoch(run, epoch)
+        exploded = _perplexity_exploded(run, check)
+        if exploded:
+            _recover_from_divergence(run, exploded)
+            break
         run.epoch = epoch
         row = {
             "epoch": epoch,
@@ -188,18 +210,20 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     config, method = run.config, METHODS[run.config.method]
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     order = [run.active[i] for i in torch.randperm(len(run.active), generator=generator)]
-    micro = config.batch_size // config.grad_accum
+    size = len(order) if config.batch_size == "all" else config.batch_size
+    micro = -(-size // config.grad_accum)
     run.model.train()
     totals: dict[str, float] = {}
     steps = 0
-    for start in range(0, len(order), config.batch_size):
-        batch = order[start : start + config.batch_size]
+    for start in range(0, len(order), size):
+        batch = order[start : start + size]
         run.optimizer.zero_grad()
         for m in range(0, len(batch), micro):
             ids = batch[m : m + micro]
-            forget = _collate([run.forget[i] for i in ids], run)
-            learn = _collate([s for i in ids for s in run.learn[i]], run) if run.learn else None
-            loss, terms = method.loss(run.model, run.reference, forget, learn, config)
+            batches = {"forget": _collate([run.forget[i] for i in ids], run)}
+            for kind, by_id in run.data.items():
+                batches[kind] = _collate([s for i in ids for s in by_id[i]], run)
+            loss, terms = method.loss(run.model, run.reference, batches, config)
             if not torch.isfinite(loss):
                 raise Diverged(f"loss became {loss.item()} at epoch {epoch}, step {steps + 1}")
             run.accelerator.backward(loss * (len(ids) / len(batch)))
@@ -207,6 +231,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
                 totals[k] = totals.get(k, 0.0) + v * len(ids)
         run.optimizer.step()
         steps += 1
+        faults.point("train_step", epoch)
     run.model.eval()
     return {k: v / len(order) for k, v in totals.items()} | {"steps": steps}
 
@@ -223,8 +248,10 @@ def _check_epoch(run: _Run, epoch: int) -> dict:
     config = run.config
     timings: dict = {}
     rows = _score_forget_set(run, timings)
+    faults.point("iur_check", epoch)
     started = time.perf_counter()
-    forgotten = _refine(run, rows) if config.refinement.enabled else set()
+    refines = METHODS[config.method].refines and config.refinement.enabled
+    forgotten = _refine(run, rows) if refines else set()
     # The IUR check: BERTScore + BLEU of the generations (greedy ones come with EL for free)
     check_seconds = time.perf_counter() - started + timings["similarity_seconds"]
     active_before = len(run.active)
@@ -241,9 +268,34 @@ def _check_epoch(run: _Run, epoch: int) -> dict:
         "ma": means["ma"],
         "bertscore_f1": means["bertscore_f1"],
         "bleu": means["bleu"],
+        **_probe(run),
         "metrics_seconds": round(timings["memorization_seconds"], 3),
         "check_seconds": round(check_seconds, 3),
     }
+
+
+def _probe(run: _Run) -> dict:
+    """What the run must not break: MA/EL of retained sequences, held-out perplexity."""
+    model, pad, config = _unwrap(run), run.tokenizer.pad_token_id, run.config
+    result = {}
+    if "retain" in run.probes:
+        samples = run.probes["retain"]
+        scores = memorization_scores(
+            model,
+            [s.input_ids for s in samples],
+            [s.prefix_length for s in samples],
+            pad,
+            n=config.stop.el_n,
+            batch_size=config.eval_batch_size,
+            decode_batch_size=config.eval_decode_batch_size,
+        )
+        n = len(samples)
+        result["retain_el"] = sum(scores.extraction_likelihood) / n
+        result["retain_ma"] = sum(scores.memorization_accuracy) / n
+    if "heldout" in run.probes:
+        sequences = [s.input_ids for s in run.probes["heldout"]]
+        result["heldout_ppl"] = perplexity(model, sequences, pad, config.eval_batch_size)
+    return result
 
 
 def _score_forget_set(run: _Run, timings: dict | None = None) -> list[dict]:
@@ -301,14 +353,27 @@ def _stop_reason(run: _Run, row: dict) -> str | None:
     return None
 
 
+def _perplexity_exploded(run: _Run, check: dict) -> str | None:
+    ratio = run.config.probe.max_perplexity_ratio
+    if ratio is None:
+        return None
+    before, now = run.probe_before["heldout_ppl"], check["heldout_ppl"]
+    if math.isfinite(now) and now <= ratio * before:
+        return None
+    return f"held-out perplexity {now:.2f} exceeded {ratio} x {before:.2f} at epoch {run.epoch + 1}"
+
+
 def _recover_from_divergence(run: _Run, reason: str) -> None:
-    """Keep the last good weights: the newest checkpoint, or the input model."""
+    """Keep the last good model and run state: the newest checkpoint, or the input model."""
     latest = checkpoint.latest(run.out / "checkpoints")
     if latest is not None:
-        checkpoint.load_weights(latest, _unwrap(run))
+        state = checkpoint.load(latest, _unwrap(run), run.optimizer)
+        run.active, run.epochs, run.samples = state["active"], state["epochs"], state["samples"]
     else:
         original, _ = load_model_and_tokenizer(run.config.model, run.config.trust_remote_code)
         _unwrap(run).load_state_dict(original.state_dict())
+        run.active = list(run.forget)
+        run.samples = [r for r in run.samples if r["epoch"] == 0]
     run.status = "diverged"
     run.epochs.append({"epoch": run.epoch + 1, "diverged": reason, "kept_epoch": run.epoch})
     _write_logs(run)
@@ -391,32 +456,85 @@ def _thresholds(config: RunConfig, model, tokenizer, forget) -> dict:
     }
 
 
-def _pairs(config: RunConfig, forget: list[ForgetSample], tokenizer):
-    """Each forget sample's k analogous learn samples (paper Eq. 2), with what pairs.jsonl holds."""
+def _load_probes(config: RunConfig, tokenizer, forget, vocab_size) -> dict:
+    probes = {}
+    for name in ("retain", "heldout"):
+        spec = getattr(config.probe, name)
+        if spec:
+            samples = load_forget_set(
+                spec, tokenizer, config.prefix_length, config.data_dir, vocab_size
+            )
+            overlap = {s.content_hash() for s in samples} & {s.content_hash() for s in forget}
+            if overlap:
+                raise UsageError(
+                    f"probe.{name} shares {len(overlap)} samples with the forget set; "
+                    "give sequences that are not to be forgotten"
+                )
+            probes[name] = samples
+    return probes
+
+
+def _method_data(config: RunConfig, needs: set, forget: list[ForgetSample], tokenizer):
+    """What the method trains on besides the forget set, per forget sample, plus the
+    pairing's statistics and pairs.jsonl rows (None when there is no pairing)."""
+    data: dict[str, dict[str, list[ForgetSample]]] = {}
+    stats, rows = None, None
+    if needs & {PAIRS, MISMATCH}:
+        a = config.analogous
+        pool = load_pool(a.pool, forget, tokenizer, a.pool_limit, config.data_dir)
+        forget_texts = [s.prefix + s.suffix for s in forget]
+        members = {" ".join(t.split()) for t in forget_texts}
+        member_mask = [" ".join(t.split()) in members for t in pool.texts]
+
+        def pool_sample(index: int) -> ForgetSample:
+            return pool.learn_sample(
+                index, tokenizer, config.prefix_length, a.max_tokens, config.data_dir
+            )
+
+    if PAIRS in needs:
+        data[PAIRS], stats, rows = _pairs(config, forget, forget_texts, pool, member_mask)
+        data[PAIRS] = {fid: [pool_sample(i) for i in idx] for fid, idx in data[PAIRS].items()}
+    if MISMATCH in needs:
+        candidates = [i for i, member in enumerate(member_mask) if not member]
+        if not candidates:
+            raise UsageError("the analogous pool has no texts outside the forget set")
+        data[MISMATCH] = {}
+        for s in forget:  # a seeded draw per sample: the same whatever the sample order
+            index = candidates[_seeded_index(f"{config.seed}:{s.id}", len(candidates))]
+            other = pool_sample(index)
+            data[MISMATCH][s.id] = [
+                ForgetSample(f"mismatch:{s.id}", s.prefix_ids, other.suffix_ids, s.prefix, "")
+            ]
+    if REFUSAL in needs:
+        refusals = config.dpo.refusals
+        data[REFUSAL] = {}
+        for s in forget:
+            text = " " + refusals[_seeded_index(f"{config.seed}:{s.id}", len(refusals))].strip()
+            ids = tuple(tokenizer(text, add_special_tokens=False).input_ids)
+            data[REFUSAL][s.id] = [
+                ForgetSample(f"refusal:{s.id}", s.prefix_ids, ids, s.prefix, text)
+            ]
+    return data, stats, rows
+
+
+def _seeded_index(key: str, n: int) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n
+
+
+def _pairs(config: RunConfig, forget, forget_texts, pool, member_mask):
+    """Each forget sample's k analogous pool rows (paper Eq. 2), with what pairs.jsonl holds."""
     import numpy as np
 
     a = config.analogous
-    pool = load_pool(a.pool, forget, tokenizer, a.pool_limit, config.data_dir)
-    forget_texts = [s.prefix + s.suffix for s in forget]
-    members = {" ".join(t.split()) for t in forget_texts}
-    member_mask = np.array([" ".join(t.split()) in members for t in pool.texts])
     pairing = pair(
         [s.id for s in forget],
         embed(forget_texts, a.encoder),
         embed(pool.texts, a.encoder, progress=True),
-        member_mask,
+        np.array(member_mask),
         a.k,
         a.max_similarity,
     )
-    learn = {
-        fid: [
-            pool.learn_sample(
-                p.pool_index, tokenizer, config.prefix_length, a.max_tokens, config.data_dir
-            )
-            for p in ps
-        ]
-        for fid, ps in pairing.pairs.items()
-    }
+    indices = {fid: [p.pool_index for p in ps] for fid, ps in pairing.pairs.items()}
     stats = {
         "pairs": len(pairing.to_rows()),
         "excluded_members": pairing.excluded_members,
@@ -425,7 +543,7 @@ def _pairs(config: RunConfig, forget: list[ForgetSample], tokenizer):
         "pool_size": len(pool.texts),
     }
     rows = [r | {"learn_text": pool.texts[r["pool_index"]]} for r in pairing.to_rows()]
-    return learn, stats, rows
+    return indices, stats, rows
 
 
 # ---------------------------------------------------------------- state and files
@@ -439,6 +557,7 @@ def _state(run: _Run) -> dict:
         "thresholds": run.thresholds,
         "epochs": run.epochs,
         "samples": run.samples,
+        "probe_before": run.probe_before,
     }
 
 
@@ -446,6 +565,7 @@ def _restore(run: _Run, path: Path) -> None:
     state = checkpoint.load(path, _unwrap(run), run.optimizer)
     run.epoch, run.active, run.status = state["epoch"], state["active"], state["status"]
     run.thresholds, run.epochs, run.samples = state["thresholds"], state["epochs"], state["samples"]
+    run.probe_before = state["probe_before"]
     if run.status == "max_epochs" and run.epoch < run.config.max_epochs:
         run.status = None  # extended: go on
     atomic_write_text(run.out / "config.yaml", dump_config(run.config))
@@ -454,9 +574,12 @@ def _restore(run: _Run, path: Path) -> None:
 
 def _log_epoch_zero(run: _Run) -> None:
     rows = _score_forget_set(run)
-    for r in rows:
+    for r in rows:  # the texts once, at epoch 0: the report's before/after table needs them
+        sample = run.forget[r["id"]]
         r |= {"epoch": 0, "active": True, "removed": False}
+        r |= {"prefix": sample.prefix, "reference": sample.suffix}
     run.samples = rows
+    run.probe_before = _probe(run)
     _write_logs(run)
 
 
@@ -467,10 +590,14 @@ def _write_logs(run: _Run) -> None:
 
 def _summary_at(run: _Run, epoch: int) -> dict:
     rows = [r for r in run.samples if r["epoch"] == epoch]
-    return summarize(rows, run.config.stop.el_n) if rows else {}
+    means = summarize(rows, run.config.stop.el_n) if rows else {}
+    if epoch == 0:
+        return means | run.probe_before
+    row = next((r for r in run.epochs if r["epoch"] == epoch and "diverged" not in r), {})
+    return means | {k: row[k] for k in PROBE_KEYS if k in row}
 
 
-def _write_manifest(run: _Run, finished: bool = False) -> dict:
+def _write_manifest(run: _Run, finished: bool = False, status: str | None = None) -> dict:
     import accelerate
     import transformers
 
@@ -480,7 +607,7 @@ def _write_manifest(run: _Run, finished: bool = False) -> dict:
     manifest = {
         "icu_unlearn": __version__,
         "method": run.config.method,
-        "status": run.status if finished else "running",
+        "status": status or (run.status if finished else "running"),
         "config": run.config.to_dict(),
         "model": describe_model(run.config.model),
         "forget": {
@@ -495,6 +622,9 @@ def _write_manifest(run: _Run, finished: bool = False) -> dict:
         "before": _summary_at(run, 0),
         "after": _summary_at(run, run.epoch) if finished else None,
         "active_at_end": run.active if finished else None,
+        # why the run stopped early and which epoch's model it kept
+        "diverged": run.epochs[-1] if run.status == "diverged" else None,
+        "reference": _reference_check(run) if finished else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "versions": {
             "torch": torch.__version__,
@@ -504,6 +634,14 @@ def _write_manifest(run: _Run, finished: bool = False) -> dict:
     }
     atomic_write_json(run.out / "manifest.json", manifest)
     return manifest
+
+
+def _reference_check(run: _Run) -> dict | None:
+    """Proof that the frozen reference model stayed what it was when the run began."""
+    if run.reference is None:
+        return None
+    now = weights_digest(run.reference)
+    return {"sha256": now, "unchanged": now == run.reference_sha256}
 
 
 def _finish(run: _Run) -> UnlearnResult:

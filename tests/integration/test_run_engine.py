@@ -11,37 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from icu_unlearn import evaluate, load_config, unlearn
-from icu_unlearn.models import gpt2_tokenizer
 from tests.integration.test_eval_cli import run_cli
-from tests.scenario import write_scenario
-
-
-@pytest.fixture(scope="module")
-def scenario(tmp_path_factory, data_dir):
-    root = tmp_path_factory.mktemp("scenario")
-    paths = write_scenario(root, data_dir, gpt2_tokenizer())
-    paths["planted_model"] = root / "planted-model"
-    proc = run_cli(
-        "memorize",
-        "--model",
-        str(paths["base"]),
-        "--forget",
-        str(paths["planted"]),
-        "--out",
-        str(paths["planted_model"]),
-        "--lr",
-        "1e-2",
-        "--max-epochs",
-        "200",
-        "--batch-size",
-        "12",
-        "--prefix-length",
-        "20",
-    )
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads((paths["planted_model"] / "memorize.json").read_text())
-    assert report["reached"] and min(report["ma"].values()) >= 0.9
-    return paths
 
 
 def _digest(folder) -> str:
@@ -150,9 +120,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_model(scenario, tmp_path,
 
     calls = {"n": 0}
 
-    def exploding(model, reference, forget, learn, config):
+    def exploding(model, reference, batches, config):
         calls["n"] += 1
-        loss, terms = icu.METHOD.loss(model, reference, forget, learn, config)
+        loss, terms = icu.METHOD.loss(model, reference, batches, config)
         return (loss * float("nan"), terms) if calls["n"] > 2 else (loss, terms)
 
     monkeypatch.setitem(
@@ -167,6 +137,31 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_model(scenario, tmp_path,
     assert shared
     for key in shared:
         torch.testing.assert_close(kept[key], epoch1[key])
+
+
+def test_exploding_heldout_perplexity_stops_and_keeps_the_input_model(scenario, tmp_path):
+    """A learning rate that wrecks the model in one epoch: perplexity on held-out text
+    jumps past 1.5x, the run stops as diverged, and the saved model is the input model."""
+    result = unlearn(
+        _config(
+            scenario,
+            tmp_path / "ppl",
+            lr=0.05,
+            max_epochs=3,
+            **{
+                "probe.heldout": str(scenario["heldout"]),
+                "probe.max_perplexity_ratio": 1.5,
+            },
+        ),
+        progress=False,
+    )
+    assert result.status == "diverged" and result.manifest["epochs"] == 0
+    assert "held-out perplexity" in result.epochs[-1]["diverged"]
+    assert result.manifest["active_at_end"] == ["100", "101", "102", "103"]
+    kept = load_file(result.model_dir / "model.safetensors")
+    original = load_file(scenario["planted_model"] / "model.safetensors")
+    for key in kept.keys() & original.keys():
+        torch.testing.assert_close(kept[key], original[key])
 
 
 def test_auto_thresholds_are_the_models_own_heldout_means(scenario, tmp_path):

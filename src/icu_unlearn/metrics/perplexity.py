@@ -1,0 +1,18 @@
+"""Perplexity of token sequences: exp of the mean negative log-likelihood per predicted token."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from ..generation import token_logprobs
+
+
+def perplexity(model, sequences: Sequence[Sequence[int]], pad_token_id: int, batch_size=16):
+    """Corpus perplexity: every predicted token of every sequence weighs the same."""
+    logps = token_logprobs(model, sequences, pad_token_id, batch_size)
+    total = sum(float(lp.double().sum()) for lp in logps)
+    count = sum(lp.numel() for lp in logps)
+    if count == 0:
+        raise ValueError("perplexity needs sequences of at least two tokens")
+    return math.exp(-total / count)

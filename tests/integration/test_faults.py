@@ -1,0 +1,103 @@
+"""Killed runs: SIGKILL at several points (mid-epoch, during the IUR check, half-way through
+a checkpoint write) and SIGINT, then --resume, must end exactly like an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from icu_unlearn import checkpoint
+from tests.conftest import ROOT
+from tests.integration.test_eval_cli import run_cli
+
+
+def _args(scenario, out):
+    settings = [
+        f"model={scenario['planted_model']}",
+        f"forget={scenario['forget']}",
+        f"analogous.pool={scenario['pool']}",
+        "prefix_length=20",
+        "lr=2e-4",
+        "alpha=1.0",
+        "beta=3.0",
+        "batch_size=2",
+        "max_epochs=4",
+    ]
+    return ["run", *(a for s in settings for a in ("--set", s)), "--out", str(out)]
+
+
+def _final(out):
+    manifest = json.loads((out / "manifest.json").read_text())
+    epochs = [json.loads(x) for x in (out / "epochs.jsonl").read_text().splitlines()]
+    samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    untimed = [{k: v for k, v in e.items() if not k.endswith("seconds")} for e in epochs]
+    return manifest, untimed, samples, load_file(out / "model" / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(scenario, tmp_path_factory):
+    out = tmp_path_factory.mktemp("faults") / "whole"
+    proc = run_cli(*_args(scenario, out))
+    assert proc.returncode == 0, proc.stderr
+    return _final(out)
+
+
+def _assert_same(a, b):
+    manifest_a, epochs_a, samples_a, weights_a = a
+    manifest_b, epochs_b, samples_b, weights_b = b
+    assert manifest_a["status"] == manifest_b["status"]
+    assert manifest_a["active_at_end"] == manifest_b["active_at_end"]
+    assert epochs_a == epochs_b and samples_a == samples_b
+    for key in weights_a:
+        torch.testing.assert_close(weights_a[key], weights_b[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("point", ["train_step:2", "iur_check:2", "checkpoint_write:3"])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(scenario, uninterrupted, tmp_path, point):
+    out = tmp_path / "killed"
+    killed = run_cli(*_args(scenario, out), env={"ICU_UNLEARN_FAULT": point})
+    assert killed.returncode == -signal.SIGKILL
+    assert not (out / "model").exists()  # nothing that looks finished
+    # the checkpoint that survives is the last whole one; a half-written one never loads
+    survivor = checkpoint.latest(out / "checkpoints")
+    epoch = int(point.split(":")[1])
+    assert survivor.name == f"epoch-{epoch - 1}"
+    if point.startswith("checkpoint_write"):
+        partial = [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp-")]
+        assert partial and not (partial[0] / "state.json").exists()
+    resumed = run_cli(*_args(scenario, out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same(uninterrupted, _final(out))
+
+
+def test_sigint_stops_cleanly_and_resumes(scenario, uninterrupted, tmp_path):
+    out = tmp_path / "interrupted"
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "icu_unlearn", *_args(scenario, out)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints" / "LATEST").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert "continue with --resume" in stderr and "Traceback" not in stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    resumed = run_cli(*_args(scenario, out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same(uninterrupted, _final(out))
