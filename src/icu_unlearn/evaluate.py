@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .data.forget import ForgetSample, load_forget_set
 from .io import atomic_write_json, atomic_write_jsonl
+from .metrics.judge import JudgeConfig, judge_generations
 from .metrics.memorization import memorization_scores
 from .metrics.similarity import (
     DEFAULT_BERTSCORE_LAYERS,
@@ -32,6 +33,7 @@ class EvalSettings:
     )
     bertscore_model: str | None = None  # None: the packaged all-MiniLM-L6-v2
     bertscore_layers: int = DEFAULT_BERTSCORE_LAYERS
+    judge: JudgeConfig | None = None  # the paper's GPT evaluation, when an endpoint is given
 
 
 @dataclass
@@ -96,6 +98,11 @@ def score_samples(
     if timings is not None:
         timings["memorization_seconds"] = memorization_seconds
         timings["similarity_seconds"] = time.perf_counter() - started
+    judged = None
+    if settings.judge is not None:
+        judged = judge_generations(
+            settings.judge, [s.prefix for s in samples], references, texts, progress=progress
+        )
     rows = []
     for i, s in enumerate(samples):
         rows.append(
@@ -112,13 +119,17 @@ def score_samples(
                 "sha256": s.content_hash(),
             }
         )
+        if judged is not None:
+            rows[-1] |= {"judge_score": judged["scores"][i], "judge_reply": judged["replies"][i]}
     return rows
 
 
 def summarize(rows: list[dict], el_n: int) -> dict:
-    return {k: sum(r[k] for r in rows) / len(rows) for k in metric_keys(el_n)} | {
-        "num_samples": len(rows)
-    }
+    means = {k: sum(r[k] for r in rows) / len(rows) for k in metric_keys(el_n)}
+    if rows and "judge_score" in rows[0]:  # the mean over the replies that had a score
+        scores = [r["judge_score"] for r in rows if r["judge_score"] is not None]
+        means["judge"] = sum(scores) / len(scores) if scores else None
+    return means | {"num_samples": len(rows)}
 
 
 def evaluate(

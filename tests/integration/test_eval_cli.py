@@ -13,8 +13,8 @@ from icu_unlearn.models import gpt2_tokenizer, prepare_tokenizer
 from tests.conftest import ROOT, tiny_gpt_neo
 
 
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
+def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": str(ROOT)} | (env or {})
     return subprocess.run(
         [sys.executable, "-m", "icu_unlearn", *args],
         capture_output=True,
@@ -167,20 +167,62 @@ def test_prepare_tokenizer_sets_pad():
     assert tok.pad_token_id == tok.eos_token_id
 
 
-def test_demo_command_runs_offline(tiny_model_dir, tmp_path, data_dir):
+@pytest.mark.slow
+def test_quick_demo_on_the_packaged_model(tmp_path, data_dir):
+    """The main job, reduced: plant two sequences into SmolLM2-135M, forget one with ICU,
+    check the other and ordinary text, write the report. Minutes on 2 CPU cores."""
     out = tmp_path / "demo"
-    proc = run_cli(
-        "demo",
-        "--model",
-        str(tiny_model_dir),
-        "--forget",
-        "lm-extraction:ids=1,2",
-        "--el-n",
-        "2",
-        "--out",
-        str(out),
-    )
+    proc = run_cli("demo", "--quick", "--out", str(out), timeout=1200)
     assert proc.returncode == 0, proc.stderr
-    assert "Measuring how much of lm-extraction:ids=1,2" in proc.stdout
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["num_samples"] == 2
+    for step in ("== 1. plant", "== 2.", "== 3. ICU", "== 4.", "== 5. summary"):
+        assert step in proc.stdout
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["forget_ma"][0] >= 0.95  # planted: extractable before
+    assert summary["forget_el10"][1] < summary["forget_el10"][0]  # ICU lowered it
+    assert summary["forget_ma"][1] < summary["forget_ma"][0]
+    assert (out / "report.html").is_file() and (out / "icu" / "model" / "config.json").is_file()
+    manifest = json.loads((out / "icu" / "manifest.json").read_text())
+    assert manifest["status"] in ("criteria_met", "all_forgotten", "max_epochs")
+
+
+def test_eval_with_a_judge_scores_every_generation(tiny_model_dir, forget_file, tmp_path):
+    """The paper's GPT evaluation through `eval --judge-url`, against a stub endpoint;
+    the key travels in the header only, never into the output files."""
+    from tests.unit.test_judge import _chat, _Stub
+
+    server = _Stub([_chat("Different and fluent.\nFinal score: 8")])
+    key = "sk-never-in-files-123"
+    env = {"ICU_JUDGE_KEY": key, "no_proxy": "127.0.0.1", "http_proxy": "", "HTTP_PROXY": ""}
+    try:
+        proc = run_cli(
+            "eval",
+            "--model",
+            str(tiny_model_dir),
+            "--forget",
+            str(forget_file),
+            "--el-n",
+            "2",
+            "--prefix-length",
+            "5",
+            "--out",
+            str(tmp_path / "out"),
+            "--judge-url",
+            server.url,
+            "--judge-model",
+            "stub",
+            "--judge-key-env",
+            "ICU_JUDGE_KEY",
+            env=env,
+        )
+    finally:
+        server.close()
+    assert proc.returncode == 0, proc.stderr
+    rows = [
+        json.loads(x) for x in (tmp_path / "out" / "memorization.jsonl").read_text().splitlines()
+    ]
+    assert [r["judge_score"] for r in rows] == [8.0] * len(rows) == [8.0] * len(server.requests)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["judge"] == 8.0
+    assert all(r["headers"]["Authorization"] == f"Bearer {key}" for r in server.requests)
+    for path in (tmp_path / "out").iterdir():
+        assert key not in path.read_text()
+    assert key not in proc.stdout + proc.stderr
