@@ -32,6 +32,25 @@ def _add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bertscore-model", help="encoder folder or id (default: packaged MiniLM)")
     p.add_argument("--bertscore-layers", type=int, default=6, help="encoder layer to use")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from hub")
+    p.add_argument("--judge-url", help="OpenAI-compatible endpoint for the paper's GPT score")
+    p.add_argument("--judge-model", help="the judge's model name")
+    p.add_argument(
+        "--judge-key-env", default="OPENAI_API_KEY", help="environment variable with the key"
+    )
+
+
+def _judge(args: argparse.Namespace):
+    from .metrics.judge import JudgeConfig
+
+    if not args.judge_url:
+        if args.judge_model:
+            raise UsageError("--judge-model needs --judge-url")
+        return None
+    return JudgeConfig(args.judge_url, args.judge_model or "", args.judge_key_env)
+
+
+def _cell(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -52,6 +71,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         bertscore_model=args.bertscore_model,
         bertscore_layers=args.bertscore_layers,
+        judge=_judge(args),
     )
     start = time.perf_counter()
     result = evaluate(
@@ -64,8 +84,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         progress=True,
         trust_remote_code=args.trust_remote_code,
     )
-    keys = metric_keys(args.el_n)
-    rows = [["id", *keys]] + [[r["id"], *(f"{r[k]:.4f}" for k in keys)] for r in result.samples]
+    keys = metric_keys(args.el_n) + (["judge"] if settings.judge else [])
+    rows = [["id", *keys]] + [
+        [r["id"], *(_cell(r.get(k, r.get(f"{k}_score"))) for k in keys)] for r in result.samples
+    ]
     shown = rows if len(rows) <= 21 else rows[:21]
     print(_table(shown))
     if len(rows) > 21:
@@ -75,7 +97,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         _table(
             [
                 ["mean", *keys],
-                [f"n={len(result.samples)}", *(f"{result.summary[k]:.4f}" for k in keys)],
+                [f"n={len(result.samples)}", *(_cell(result.summary[k]) for k in keys)],
             ]
         )
     )
@@ -152,13 +174,69 @@ def _cmd_memorize(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """For now: how much of a published forget set the packaged model can extract.
-    Planting, forgetting and the before/after tables are the next step of this command."""
-    print(
-        f"Measuring how much of {args.forget} {args.model} can extract "
-        f"(EL_10, MA, BERTScore, BLEU of its greedy continuations), offline on CPU.\n"
+    from .demo import QUICK, DemoSettings, run_demo
+
+    settings = DemoSettings(
+        model=args.model,
+        plant=args.plant or (QUICK.plant if args.quick else DemoSettings.plant),
+        forget_count=args.forget_count,
+        out=args.out,
+        data_dir=args.data_dir,
     )
-    return _cmd_eval(args)
+    if args.quick:
+        settings = QUICK.with_options(settings)
+    if args.max_epochs:
+        settings.max_epochs = args.max_epochs
+    run_demo(settings)
+    return 0
+
+
+def _cmd_utility(args: argparse.Namespace) -> int:
+    from .io import atomic_write_json
+    from .metrics.utility import TASKS, evaluate_utility
+    from .models import load_model_and_tokenizer
+
+    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else list(TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise UsageError(f"unknown task {unknown[0]!r}; choose from {', '.join(TASKS)}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out!r} is a file; give a directory")
+    model, tokenizer = load_model_and_tokenizer(args.model, args.trust_remote_code)
+    result = evaluate_utility(
+        model,
+        tokenizer,
+        tasks=tasks,
+        limit=args.limit,
+        data_dir=args.data_dir,
+        batch_size=args.batch_size,
+        progress=True,
+    )
+    result["model"] = args.model
+    rows = [["task", "metric", "value", "n", "seconds"]]
+    for name, task in result["tasks"].items():
+        value = "unavailable" if task["value"] is None else f"{task['value']:.4f}"
+        rows.append(
+            [name, task["metric"], value, str(task["num_examples"]), f"{task['seconds']:.1f}"]
+        )
+    for name, value in result["averages"].items():
+        rows.append([name, "mean", "–" if value is None else f"{value:.4f}", "", ""])
+    print(_table(rows))
+    if out is not None:
+        atomic_write_json(out / "utility.json", result)
+        print(f"wrote {out / 'utility.json'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    written = write_report(args.runs, args.out, redact=args.redact)
+    print("wrote " + " and ".join(str(p) for p in written))
+    return 0
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
@@ -207,12 +285,30 @@ def build_parser() -> argparse.ArgumentParser:
     me.set_defaults(func=_cmd_memorize)
 
     de = sub.add_parser("demo", help="the main job, offline on CPU, with the packaged model")
-    de.add_argument("--model", default="smollm2-135m")
-    de.add_argument("--forget", default="lm-extraction:4_0")
-    de.add_argument("--out", default="runs/demo", help="where the metrics are written")
-    _add_eval_options(de)
+    de.add_argument("--model", default="smollm2-135m", help="the model to plant into and unlearn")
+    de.add_argument("--plant", help="sequences to plant (default lm-extraction:8_0)")
+    de.add_argument("--forget-count", type=int, help="how many of them to forget (default half)")
+    de.add_argument("--max-epochs", type=int, help="ICU epoch budget (default 25)")
+    de.add_argument("--out", default="runs/demo", help="planted model, run, report (runs/demo)")
+    de.add_argument("--quick", action="store_true", help="a 2-sequence smoke version (CI)")
     _add_data_dir(de)
     de.set_defaults(func=_cmd_demo)
+
+    ut = sub.add_parser("utility", help="the utility suite: perplexity, classification, dialogue")
+    ut.add_argument("--model", required=True, help="hub id, local folder, or smollm2-135m")
+    ut.add_argument("--tasks", help="comma-separated task names (default: all)")
+    ut.add_argument("--limit", type=int, help="the first N examples of each task")
+    ut.add_argument("--batch-size", type=int, default=16, help="requests per forward pass")
+    ut.add_argument("--out", help="write utility.json here (a run directory, say)")
+    ut.add_argument("--trust-remote-code", action="store_true", help="allow model code from hub")
+    _add_data_dir(ut)
+    ut.set_defaults(func=_cmd_utility)
+
+    rp = sub.add_parser("report", help="compare runs: tables, curves, timelines, generations")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
+    rp.add_argument("--out", required=True, help="report.html or report.md (both are written)")
+    rp.add_argument("--redact", action="store_true", help="forgotten texts as hashes only")
+    rp.set_defaults(func=_cmd_report)
 
     mt = sub.add_parser("methods", help="list the unlearning methods")
     mt.set_defaults(func=_cmd_methods)

@@ -1,0 +1,225 @@
+"""`icu-unlearn demo`: the whole job on the packaged model, offline, on CPU, in minutes.
+
+Plant a few lm-extraction sequences into the model (so it has something to forget),
+show that they are extractable, run ICU on half of them, show that they no longer
+are, that the other half and ordinary text are unharmed, and write the report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .config import load_config
+from .data.forget import load_forget_set
+from .errors import UsageError
+from .evaluate import EvalSettings, evaluate
+from .memorize import memorize
+from .models import load_model_and_tokenizer
+from .report import write_report
+from .train import unlearn
+
+
+@dataclass
+class DemoSettings:
+    model: str = "smollm2-135m"
+    plant: str = "lm-extraction:8_0"  # a published forget set: code, licences, web boilerplate
+    forget_count: int | None = None  # None: the first half of the planted sequences
+    out: str = "runs/demo"
+    lr: float = 1e-4  # configs/smollm2-cpu.yaml: the slowest rate that forgets 8 in 15 epochs
+    batch_size: int = 4
+    max_epochs: int = 25
+    pool_limit: int = 1000  # the first 1,000 pool rows: ~25 s to embed on 2 cores, then cached
+    plant_lr: float = 1e-4
+    plant_max_epochs: int = 40
+    perplexity_texts: int = 20  # Pile and Wikitext validation texts for the perplexity check
+    data_dir: str | None = None
+    progress: bool = True
+
+    def with_options(self, given: DemoSettings) -> DemoSettings:
+        """These sizes with the user's model, plant set, forget count and folders."""
+        return replace(
+            self,
+            model=given.model,
+            plant=given.plant,
+            forget_count=given.forget_count,
+            out=given.out,
+            data_dir=given.data_dir,
+        )
+
+
+# `--quick`: the whole pipeline on two short sequences, for CI and a first look.
+QUICK = DemoSettings(
+    plant="lm-extraction:ids=4719,2831",
+    lr=2e-4,
+    batch_size=1,
+    max_epochs=4,
+    pool_limit=64,
+    plant_lr=2e-4,
+    plant_max_epochs=20,
+    perplexity_texts=4,
+)
+
+
+def run_demo(settings: DemoSettings) -> dict:
+    started = time.perf_counter()
+    out = Path(settings.out)
+    _, tokenizer = load_model_and_tokenizer(settings.model)
+    planted_samples = load_forget_set(settings.plant, tokenizer, 50, settings.data_dir)
+    ids = [s.id for s in planted_samples]
+    count = settings.forget_count or len(ids) // 2
+    if not 0 < count < len(ids):
+        raise UsageError(
+            f"--forget-count must be between 1 and {len(ids) - 1} for {len(ids)} planted sequences"
+        )
+    forget_spec = _ids_spec(ids[:count])
+    keep_spec = _ids_spec(ids[count:])
+
+    _step(1, f"plant {len(ids)} sequences of {settings.plant} into {settings.model}")
+    planted = _plant(settings, out / "planted")
+
+    _step(2, "what the planted model emits for each prefix (greedy)")
+    before = _memorization(planted, settings.plant, settings)
+    suffixes = {s.id: s.suffix for s in planted_samples}
+    print(_sample_table(before, set(ids[:count]), suffixes))
+    ppl_before = _perplexity(planted, settings)
+
+    _step(
+        3,
+        f"ICU: forget {count} of them ({', '.join(ids[:count])}); keep the other {len(ids) - count}",
+    )
+    config = load_config(
+        None,
+        [
+            f"model={planted}",
+            f"forget={forget_spec}",
+            f"probe.retain={keep_spec}",
+            f"lr={settings.lr}",
+            f"batch_size={settings.batch_size}",
+            f"max_epochs={settings.max_epochs}",
+            f"analogous.pool_limit={settings.pool_limit}",
+            f"out={out / 'icu'}",
+            *([f"data_dir={settings.data_dir}"] if settings.data_dir else []),
+        ],
+    )
+    result = unlearn(config, overwrite=True, progress=settings.progress)
+
+    _step(4, "the same prefixes after unlearning")
+    after = _memorization(str(result.model_dir), settings.plant, settings)
+    print(_sample_table(after, set(ids[:count]), suffixes))
+    ppl_after = _perplexity(str(result.model_dir), settings)
+
+    _step(5, "summary")
+    summary = _summary(before, after, set(ids[:count]), ppl_before, ppl_after, result)
+    for line in summary["lines"]:
+        print(line)
+    written = write_report([result.out], out / "report.html")
+    print(f"\nreport: {written[0]} (and {written[1].name}); run: {result.out}")
+    print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _ids_spec(ids: list[str]) -> str:
+    return "lm-extraction:ids=" + ",".join(ids)
+
+
+def _step(number: int, text: str) -> None:
+    print(f"\n== {number}. {text}", flush=True)
+
+
+def _plant(settings: DemoSettings, folder: Path) -> str:
+    """Memorize the planted set once; a later demo with the same settings reuses it."""
+    report_path = folder / "memorize.json"
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        if (
+            report["model"] == settings.model
+            and report["forget"] == settings.plant
+            and report["reached"]
+        ):
+            print(f"reusing {folder} (planted in {report['epochs']} epochs earlier)")
+            return str(folder)
+    report = memorize(
+        settings.model,
+        settings.plant,
+        folder,
+        lr=settings.plant_lr,
+        max_epochs=settings.plant_max_epochs,
+        batch_size=8,
+        data_dir=settings.data_dir,
+        overwrite=True,
+        progress=settings.progress,
+    )
+    if not report["reached"]:
+        raise UsageError(
+            f"planting did not reach MA 0.95 in {report['epochs']} epochs; "
+            "raise --plant-max-epochs or plant fewer sequences"
+        )
+    print(f"planted in {report['epochs']} epochs ({report['seconds']:.0f} s)")
+    return str(folder)
+
+
+def _memorization(model: str, spec: str, settings: DemoSettings) -> list[dict]:
+    return evaluate(
+        model, spec, settings=EvalSettings(), data_dir=settings.data_dir, progress=settings.progress
+    ).samples
+
+
+def _perplexity(model: str, settings: DemoSettings) -> dict:
+    from .metrics.utility import evaluate_utility
+
+    net, tokenizer = load_model_and_tokenizer(model)
+    result = evaluate_utility(
+        net,
+        tokenizer,
+        tasks=["pile", "wikitext"],
+        limit=settings.perplexity_texts,
+        data_dir=settings.data_dir,
+        progress=False,
+    )
+    return {name: task["value"] for name, task in result["tasks"].items()}
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _sample_table(rows: list[dict], forget: set[str], suffixes: dict[str, str]) -> str:
+    from .cli import _table
+
+    table = [["id", "asked", "EL10", "MA", "true suffix", "model's continuation"]]
+    for r in rows:
+        table.append(
+            [
+                r["id"],
+                "forget" if r["id"] in forget else "keep",
+                f"{r['el_10']:.3f}",
+                f"{r['ma']:.3f}",
+                _clip(suffixes[r["id"]], 38),
+                _clip(r["generation"], 38),
+            ]
+        )
+    return _table(table)
+
+
+def _summary(before, after, forget, ppl_before, ppl_after, result) -> dict:
+    def mean(rows, key, group):
+        values = [r[key] for r in rows if (r["id"] in forget) == group]
+        return sum(values) / len(values)
+
+    numbers = {
+        "forget_el10": [mean(before, "el_10", True), mean(after, "el_10", True)],
+        "forget_ma": [mean(before, "ma", True), mean(after, "ma", True)],
+        "keep_el10": [mean(before, "el_10", False), mean(after, "el_10", False)],
+        "keep_ma": [mean(before, "ma", False), mean(after, "ma", False)],
+        **{f"{k}_ppl": [ppl_before[k], ppl_after[k]] for k in ppl_before},
+    }
+    lines = [f"ICU stopped: {result.status} after {result.manifest['epochs']} epochs"]
+    for key, (b, a) in numbers.items():
+        lines.append(f"  {key:14s} {b:9.4f} -> {a:9.4f}")
+    return {"status": result.status, "epochs": result.manifest["epochs"], **numbers, "lines": lines}

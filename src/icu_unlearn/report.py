@@ -1,0 +1,348 @@
+"""Reports of finished runs: a Table-1-style comparison, per-epoch curves, a per-sample
+removal timeline and before/after generations, as Markdown and one self-contained HTML
+page. With `redact`, every forgotten text (prefix, suffix, generations) becomes a hash.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+from .io import atomic_write_text
+
+
+@dataclass
+class RunRecord:
+    """One run directory as written by `icu-unlearn run`."""
+
+    path: Path
+    manifest: dict
+    epochs: list[dict]
+    samples: list[dict]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def el_key(self) -> str:
+        return f"el_{self.manifest['config']['stop']['el_n']}"
+
+    @property
+    def seconds(self) -> float:
+        return sum(e.get("seconds", 0.0) for e in self.epochs)
+
+    @property
+    def utility(self) -> dict | None:
+        """`utility.json` of the unlearned model, when `icu-unlearn utility --out RUN` wrote one."""
+        path = self.path / "utility.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_run(path: str | Path) -> RunRecord:
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise UsageError(f"{path} is not a run directory: it has no manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("status") in ("running", "interrupted"):
+        raise UsageError(f"{path} is an unfinished run; finish it with --resume first")
+    return RunRecord(path, manifest, _jsonl(path / "epochs.jsonl"), _jsonl(path / "samples.jsonl"))
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# (column, key in the before/after summaries, format); the forget-set metrics come first
+COLUMNS = [
+    ("EL", "el", "{:.4f}"),
+    ("MA", "ma", "{:.4f}"),
+    ("BERTScore", "bertscore_f1", "{:.3f}"),
+    ("retained MA", "retain_ma", "{:.4f}"),
+    ("held-out PPL", "heldout_ppl", "{:.2f}"),
+]
+
+
+# (column, task in utility.json, format): the paper's utility columns
+UTILITY_COLUMNS = [
+    ("Cls Avg.", "cls_avg", "{:.4f}"),
+    ("Dia Avg.", "dia_avg", "{:.4f}"),
+    ("Pile PPL", "pile", "{:.2f}"),
+    ("Wikitext PPL", "wikitext", "{:.2f}"),
+]
+
+
+def _utility_value(utility: dict | None, key: str):
+    if utility is None:
+        return None
+    if key in utility.get("averages", {}):
+        return utility["averages"][key]
+    return utility.get("tasks", {}).get(key, {}).get("value")
+
+
+def comparison_rows(runs: list[RunRecord]) -> list[dict]:
+    """Per run: the method, how it ended, epochs and time, and each metric before -> after."""
+    rows = []
+    for run in runs:
+        m = run.manifest
+        before, after = m["before"] or {}, m["after"] or {}
+        row = {
+            "run": run.name,
+            "method": m["method"],
+            "status": m["status"],
+            "epochs": m["epochs"],
+            "minutes": run.seconds / 60,
+        }
+        for column, key, _ in COLUMNS:
+            key = run.el_key if key == "el" else key
+            row[column] = (before.get(key), after.get(key))
+        for column, key, _ in UTILITY_COLUMNS:
+            row[column] = (None, _utility_value(run.utility, key))
+        rows.append(row)
+    return rows
+
+
+def markdown_table(runs: list[RunRecord]) -> str:
+    rows = comparison_rows(runs)
+    shown = [c for c in COLUMNS + UTILITY_COLUMNS if any(r[c[0]][1] is not None for r in rows)]
+    el_n = runs[0].el_key.split("_")[1] if runs else "10"
+    heads = ["run", "method", "status", "epochs", "min"]
+    heads += [f"EL{el_n}" if c == "EL" else c for c, _, _ in shown]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for r in rows:
+        cells = [r["run"], r["method"], r["status"], str(r["epochs"]), f"{r['minutes']:.1f}"]
+        for column, _, fmt in shown:
+            before, after = r[column]
+            cells.append(_arrow(before, after, fmt))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _arrow(before, after, fmt: str) -> str:
+    if after is None:
+        return "–"
+    if before is None:
+        return fmt.format(after)
+    return f"{fmt.format(before)} → {fmt.format(after)}"
+
+
+# ---------------------------------------------------------------- the full report
+
+
+def redact_text(text: str) -> str:
+    """What stands for a forgotten text in a redacted report: its sha256, shortened."""
+    return "[redacted sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16] + "]"
+
+
+def sample_timeline(run: RunRecord) -> list[dict]:
+    """Per forget sample: EL per epoch, the epoch IUR removed it (None: never), the
+    generations before (epoch 0) and after (last epoch)."""
+    by_id: dict[str, dict] = {}
+    for row in run.samples:
+        entry = by_id.setdefault(
+            row["id"],
+            {"id": row["id"], "el": {}, "removed_at": None, "before": None, "after": None},
+        )
+        entry["el"][row["epoch"]] = row[run.el_key]
+        if row.get("removed") and entry["removed_at"] is None:
+            entry["removed_at"] = row["epoch"]
+        if row["epoch"] == 0:
+            entry["before"] = row
+        if entry["after"] is None or row["epoch"] >= entry["after"]["epoch"]:
+            entry["after"] = row
+    return list(by_id.values())
+
+
+def _generation_rows(run: RunRecord, redact: bool) -> list[dict]:
+    rows = []
+    for entry in sample_timeline(run):
+        before, after = entry["before"], entry["after"]
+        texts = {
+            "prefix": before.get("prefix", ""),
+            "reference": before.get("reference", ""),
+            "before": before.get("generation", ""),
+            "after": after.get("generation", ""),
+        }
+        if redact:
+            texts = {k: redact_text(v) for k, v in texts.items()}
+        rows.append(
+            {
+                "id": entry["id"],
+                **texts,
+                "el_before": before[run.el_key],
+                "el_after": after[run.el_key],
+                "ma_before": before["ma"],
+                "ma_after": after["ma"],
+                "removed_at": entry["removed_at"],
+            }
+        )
+    return rows
+
+
+def _figure(draw) -> str:
+    """A matplotlib figure as an embedded PNG data URI (the HTML stays one file)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = draw(plt)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _curves(runs: list[RunRecord]) -> str:
+    panels = [("EL", None), ("ma", "MA"), ("bertscore_f1", "BERTScore F1"), ("active", "active")]
+
+    def draw(plt):
+        fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+        for ax, (key, title) in zip(axes, panels, strict=True):
+            for run in runs:
+                column = "el" if key == "EL" else key
+                points = [(e["epoch"], e[column]) for e in run.epochs if column in e]
+                first = run.manifest["before"] or {}
+                start = first.get(run.el_key if key == "EL" else key)
+                if key == "active":
+                    start = run.manifest["forget"]["num_samples"]
+                if start is not None:
+                    points.insert(0, (0, start))
+                if points:
+                    ax.plot(*zip(*points, strict=True), marker=".", label=run.name)
+            ax.set_title(title or f"EL{run.el_key.split('_')[1]}")
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        return fig
+
+    return _figure(draw)
+
+
+def _timeline_plot(run: RunRecord) -> str:
+    timeline = sample_timeline(run)
+    epochs = max((max(t["el"]) for t in timeline), default=0)
+
+    def draw(plt):
+        import numpy as np
+
+        grid = np.full((len(timeline), epochs + 1), np.nan)
+        for i, t in enumerate(timeline):
+            for epoch, value in t["el"].items():
+                grid[i, epoch] = value
+        fig, ax = plt.subplots(
+            figsize=(min(2 + 0.35 * (epochs + 1), 14), 0.8 + 0.3 * len(timeline))
+        )
+        image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+        for i, t in enumerate(timeline):
+            if t["removed_at"] is not None:
+                ax.plot(t["removed_at"], i, marker="x", color="red", markersize=8)
+        ax.set_yticks(range(len(timeline)), [t["id"] for t in timeline], fontsize=7)
+        ax.set_xlabel("epoch (x: removed from the active set by IUR)")
+        ax.set_title(f"{run.name}: {run.el_key.upper()} per sample and epoch")
+        fig.colorbar(image, ax=ax, fraction=0.03)
+        return fig
+
+    return _figure(draw)
+
+
+def render_markdown(runs: list[RunRecord], redact: bool = False) -> str:
+    parts = ["# icu-unlearn report\n", "## Comparison\n", markdown_table(runs)]
+    for run in runs:
+        parts.append(f"\n## {run.name} ({run.manifest['method']}): before / after generations\n")
+        parts.append("| id | removed at | EL | MA | prefix | reference | before | after |")
+        parts.append("|---|---|---|---|---|---|---|---|")
+        for g in _generation_rows(run, redact):
+            cells = [_md(g[k]) for k in ("prefix", "reference", "before", "after")]
+            removed = "–" if g["removed_at"] is None else str(g["removed_at"])
+            parts.append(
+                f"| {g['id']} | {removed} | {g['el_before']:.3f} → {g['el_after']:.3f} | "
+                f"{g['ma_before']:.3f} → {g['ma_after']:.3f} | " + " | ".join(cells) + " |"
+            )
+    return "\n".join(parts) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", "⏎").replace("\r", "")
+
+
+def render_html(runs: list[RunRecord], redact: bool = False) -> str:
+    esc = html.escape
+    rows = comparison_rows(runs)
+    shown = [c for c in COLUMNS + UTILITY_COLUMNS if any(r[c[0]][1] is not None for r in rows)]
+    head = "".join(f"<th>{esc(h)}</th>" for h in ["run", "method", "status", "epochs", "min"])
+    head += "".join(f"<th>{esc(c)}</th>" for c, _, _ in shown)
+    body = ""
+    for r in rows:
+        cells = [r["run"], r["method"], r["status"], str(r["epochs"]), f"{r['minutes']:.1f}"]
+        cells += [_arrow(*r[c], fmt) for c, _, fmt in shown]
+        body += "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>\n"
+    sections = [
+        "<h2>Comparison</h2>",
+        "<p>Cells are before → after; EL, MA and BERTScore are the forget set's means.</p>",
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
+        "<h2>Per-epoch curves</h2>",
+        f'<img alt="per-epoch curves" src="{_curves(runs)}">',
+    ]
+    for run in runs:
+        sections.append(f"<h2>{esc(run.name)}: per-sample removal timeline</h2>")
+        sections.append(f'<img alt="removal timeline" src="{_timeline_plot(run)}">')
+        sections.append(f"<h3>{esc(run.name)}: generations before and after</h3>")
+        gen_rows = ""
+        for g in _generation_rows(run, redact):
+            removed = "–" if g["removed_at"] is None else str(g["removed_at"])
+            gen_rows += (
+                f"<tr><td>{esc(g['id'])}</td><td>{removed}</td>"
+                f"<td>{g['el_before']:.3f} → {g['el_after']:.3f}</td>"
+                f"<td>{g['ma_before']:.3f} → {g['ma_after']:.3f}</td>"
+                + "".join(
+                    f"<td><pre>{esc(g[k])}</pre></td>"
+                    for k in ("prefix", "reference", "before", "after")
+                )
+                + "</tr>\n"
+            )
+        sections.append(
+            "<table class=gen><thead><tr><th>id</th><th>removed at</th><th>EL</th><th>MA</th>"
+            "<th>prefix</th><th>true suffix</th><th>before</th><th>after</th></tr></thead>"
+            f"<tbody>{gen_rows}</tbody></table>"
+        )
+    note = "<p><b>Redacted:</b> forgotten texts are shown as hashes.</p>" if redact else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>icu-unlearn report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; }}
+th {{ background: #f3f3f3; }}
+table.gen pre {{ white-space: pre-wrap; max-width: 22em; margin: 0; font-size: 0.85em; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+<h1>icu-unlearn report</h1>{note}
+{"".join(sections)}
+</body></html>
+"""
+
+
+def write_report(run_dirs, out: str | Path, redact: bool = False) -> list[Path]:
+    """The report of `run_dirs` as `out` (.html or .md) and its sibling of the other kind."""
+    if not run_dirs:
+        raise UsageError("give at least one run directory")
+    runs = [load_run(d) for d in run_dirs]
+    out = Path(out)
+    if out.suffix not in (".html", ".md"):
+        raise UsageError(f"--out {out} must end in .html or .md")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UsageError(f"cannot write {out}: {out.parent} is not a directory")
+    html_path, md_path = out.with_suffix(".html"), out.with_suffix(".md")
+    atomic_write_text(html_path, render_html(runs, redact))
+    atomic_write_text(md_path, render_markdown(runs, redact))
+    return [html_path, md_path]

@@ -1,0 +1,83 @@
+"""`icu-unlearn report` on real (tiny) runs: tables, plots, generations; --redact hides them."""
+
+from __future__ import annotations
+
+import html
+import json
+
+import pytest
+
+from icu_unlearn import load_config, unlearn
+from icu_unlearn.models import gpt2_tokenizer
+from tests.integration.test_eval_cli import run_cli
+from tests.scenario import write_scenario
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("report")
+    paths = write_scenario(root, data_dir, gpt2_tokenizer())
+    dirs = []
+    for method in ("icu", "kumpr"):
+        out = root / method
+        config = load_config(
+            None,
+            [
+                f"model={paths['base']}",
+                f"forget={paths['forget']}",
+                f"analogous.pool={paths['pool']}",
+                f"probe.retain={paths['retained']}",
+                f"probe.heldout={paths['heldout']}",
+                f"method={method}",
+                "prefix_length=20",
+                "lr=1e-3",
+                "batch_size=2",
+                "max_epochs=2",
+                "stop.el_max=-1",
+                f"out={out}",
+            ],
+        )
+        unlearn(config, progress=False)
+        dirs.append(out)
+    return dirs
+
+
+def _forgotten_texts(run_dir) -> list[str]:
+    rows = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
+    texts = [r[k] for r in rows for k in ("prefix", "reference", "generation") if r.get(k)]
+    return [t for t in texts if len(t.strip()) >= 8]
+
+
+def test_report_has_the_comparison_curves_and_generations(runs, tmp_path):
+    proc = run_cli("report", *map(str, runs), "--out", str(tmp_path / "report.html"))
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "report.html").read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    assert page.count("data:image/png;base64,") == 1 + len(runs)  # curves + one timeline each
+    assert "<script" not in page and "http" not in page.split("<body>")[1]  # self-contained
+    for run in runs:
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert f"<td>{run.name}</td><td>{manifest['method']}</td>" in page
+        assert f"| {run.name} | {manifest['method']} | {manifest['status']} |" in markdown
+    assert "retained MA" in markdown and "held-out PPL" in markdown
+    # without --redact the before/after table shows the texts themselves
+    first = json.loads((runs[0] / "samples.jsonl").read_text().splitlines()[0])
+    assert html.escape(first["reference"]) in page
+
+
+def test_redacted_report_contains_no_forgotten_text(runs, tmp_path):
+    proc = run_cli("report", *map(str, runs), "--out", str(tmp_path / "r.md"), "--redact")
+    assert proc.returncode == 0, proc.stderr
+    outputs = [(tmp_path / "r.html").read_text(), (tmp_path / "r.md").read_text()]
+    texts = [t for run in runs for t in _forgotten_texts(run)]
+    assert len(texts) >= 4 * 3
+    for text in texts:
+        for form in {text, html.escape(text), text.replace("\n", "⏎"), text.strip()[:24]}:
+            assert all(form not in out for out in outputs), form
+    assert "[redacted sha256:" in outputs[0] and "[redacted sha256:" in outputs[1]
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):
+    proc = run_cli("report", str(tmp_path), "--out", str(tmp_path / "r.html"))
+    assert proc.returncode == 2 and "no manifest.json" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r.html").exists()
