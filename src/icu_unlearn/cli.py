@@ -83,6 +83,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         out=args.out,
         progress=True,
         trust_remote_code=args.trust_remote_code,
+        redact=args.redact,
     )
     keys = metric_keys(args.el_n) + (["judge"] if settings.judge else [])
     rows = [["id", *keys]] + [
@@ -128,6 +129,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.out:
         overrides.append(f"out={args.out}")
+    if args.redact:
+        overrides.append("redact=true")
     config = load_config(args.config, overrides)
     result = unlearn(config, resume=args.resume, overwrite=args.overwrite)
     before, after = result.manifest["before"], result.manifest["after"]
@@ -258,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="hub id, local folder, or smollm2-135m")
     ev.add_argument("--forget", required=True, help="forget set: lm-extraction:32_0, ids=..., file")
     ev.add_argument("--out", help="write memorization.jsonl and summary.json here")
+    ev.add_argument("--redact", action="store_true", help="generations as hashes only")
     _add_eval_options(ev)
     _add_data_dir(ev)
     ev.set_defaults(func=_cmd_eval)
@@ -268,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run directory (the config's out)")
     run.add_argument("--resume", action="store_true", help="continue a killed run from --out")
     run.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    run.add_argument("--redact", action="store_true", help="forgotten texts as hashes only")
     run.set_defaults(func=_cmd_run)
 
     me = sub.add_parser("memorize", help="fine-tune a model until it memorized given sequences")

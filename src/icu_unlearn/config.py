@@ -121,6 +121,21 @@ class ProbeConfig:
 
 
 @dataclass
+class LoraConfig:
+    r: int = 0  # adapter rank; 0 trains the full model
+    alpha: int = 16  # scaling alpha / r, peft's default
+    dropout: float = 0.0  # no dropout: resumed and uninterrupted runs stay identical
+    target_modules: list[str] | None = None  # None: peft's default for the architecture
+    save: str = "merged"  # "merged": a plain transformers folder; "adapter": the adapter only
+
+    def __post_init__(self):
+        if self.r < 0:
+            raise UsageError(f"lora.r must be >= 0 (0 turns LoRA off), got {self.r}")
+        if self.save not in ("merged", "adapter"):
+            raise UsageError(f"lora.save must be 'merged' or 'adapter', got {self.save!r}")
+
+
+@dataclass
 class RunConfig:
     model: str = ""  # hub id, local folder, or smollm2-135m
     forget: str = ""  # forget-set spec
@@ -138,6 +153,7 @@ class RunConfig:
     data_dir: str | None = None
     out: str | None = None
     trust_remote_code: bool = False
+    redact: bool = False  # forgotten texts in samples.jsonl and checkpoints as hashes only
     analogous: AnalogousConfig = field(default_factory=AnalogousConfig)
     refinement: RefinementConfig = field(default_factory=RefinementConfig)
     stop: StopConfig = field(default_factory=StopConfig)
@@ -145,6 +161,7 @@ class RunConfig:
     dpo: DPOConfig = field(default_factory=DPOConfig)
     npo: NPOConfig = field(default_factory=NPOConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self):
         if self.lr <= 0:

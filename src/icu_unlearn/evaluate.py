@@ -21,6 +21,7 @@ from .metrics.similarity import (
     token_entropy,
 )
 from .models import load_model_and_tokenizer
+from .privacy import redact_row
 
 
 @dataclass
@@ -142,6 +143,7 @@ def evaluate(
     out: str | Path | None = None,
     progress: bool = False,
     trust_remote_code: bool = False,
+    redact: bool = False,
 ) -> EvalResult:
     """Memorization metrics of `model` on `forget` (a spec or loaded samples)."""
     settings = settings or EvalSettings()
@@ -163,6 +165,8 @@ def evaluate(
     )
     start = time.perf_counter()
     rows = score_samples(model, tokenizer, samples, settings, progress)
+    if redact:  # the generations repeat what was memorized: hashes only
+        rows = [redact_row(r) for r in rows]
     recorded = asdict(settings) | {
         "bertscore_model": settings.bertscore_model or default_bertscore_model(),
         "model": model_spec,

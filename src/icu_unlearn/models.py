@@ -197,12 +197,12 @@ def _first_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
-def weights_digest(model: torch.nn.Module) -> str:
+def weights_digest(model) -> str:
     """sha256 of every parameter and buffer, by name: identifies the weights exactly."""
     import hashlib
 
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(model.state_dict().items()):  # any object with a state_dict()
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

@@ -6,7 +6,6 @@ page. With `redact`, every forgotten text (prefix, suffix, generations) becomes 
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import io
 import json
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .io import atomic_write_text
+from .privacy import redact_text
 
 
 @dataclass
@@ -136,11 +136,6 @@ def _arrow(before, after, fmt: str) -> str:
 
 
 # ---------------------------------------------------------------- the full report
-
-
-def redact_text(text: str) -> str:
-    """What stands for a forgotten text in a redacted report: its sha256, shortened."""
-    return "[redacted sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16] + "]"
 
 
 def sample_timeline(run: RunRecord) -> list[dict]:

@@ -22,7 +22,7 @@ import yaml
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from . import checkpoint, faults
+from . import checkpoint, faults, lora
 from .config import RunConfig, dump_config
 from .data.forget import ForgetSample, load_forget_set
 from .data.pool import load_pool
@@ -37,6 +37,7 @@ from .metrics.perplexity import perplexity
 from .metrics.similarity import bertscore_f1, sentence_bleu, token_entropy
 from .models import describe_model, load_model_and_tokenizer, weights_digest
 from .pairing import embed, pair
+from .privacy import redact_row, redact_text
 from .refinement import is_forgotten
 
 RUN_FILES = ("manifest.json", "epochs.jsonl", "samples.jsonl", "pairs.jsonl", "config.yaml")
@@ -90,6 +91,11 @@ def unlearn(
 ) -> UnlearnResult:
     """Run `config.method` on `config.model` until the forget set is forgotten."""
     config.require()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(
+            "multi-process runs are not supported yet (each process would train on the whole "
+            "forget set and write the same files); run one process"
+        )
     if not config.out:
         raise UsageError("the run has no output directory; give --out DIR or set out in the config")
     out = Path(config.out).expanduser()
@@ -108,19 +114,27 @@ def unlearn(
     thresholds = _thresholds(config, model, tokenizer, forget)
     probes = _load_probes(config, tokenizer, forget, model.get_input_embeddings().num_embeddings)
     data, pair_stats, pair_rows = _method_data(config, method.needs(config), forget, tokenizer)
+    initial = None if resume else _initial_scores(config, model, tokenizer, forget, thresholds)
     # Every input is checked by now: only from here on does the run write anything.
     if overwrite and not resume:
         _clear(out)
     out.mkdir(parents=True, exist_ok=True)
     if pair_rows is not None:
+        if config.redact:  # analogous texts share phrases with the forgotten ones by design
+            pair_rows = [r | {"learn_text": redact_text(r["learn_text"])} for r in pair_rows]
         atomic_write_jsonl(out / "pairs.jsonl", pair_rows)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     reference = None
-    if needs_ref:  # the frozen original model, computing P_theta0 on the fly
+    if config.lora.r > 0:
+        model = lora.add_adapters(model, config.lora)
+        if needs_ref:  # the base model is the adapted one with adapters off: no second copy
+            reference = lora.AdaptersOff(model)
+    elif needs_ref:  # the frozen original model, computing P_theta0 on the fly
         reference = copy.deepcopy(model).eval().requires_grad_(False).to(accelerator.device)
     # foreach=False: the multi-tensor step allocates a temporary per parameter group,
     # a transient copy of the model's size on top of weights, gradients and moments.
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, foreach=False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, foreach=False)
     model, optimizer = accelerator.prepare(model, optimizer)
     run = _Run(
         config,
@@ -144,7 +158,7 @@ def unlearn(
         _restore(run, latest)
     else:
         atomic_write_text(out / "config.yaml", dump_config(config))
-        _log_epoch_zero(run)
+        _log_epoch_zero(run, initial)
         _write_manifest(run)
     try:
         _run_epochs(run, progress)
@@ -258,7 +272,7 @@ def _check_epoch(run: _Run, epoch: int) -> dict:
     for r in rows:
         r |= {"epoch": epoch, "active": r["id"] in run.active, "removed": r["id"] in forgotten}
     run.active = [i for i in run.active if i not in forgotten]
-    run.samples += rows
+    run.samples += [redact_row(r) for r in rows] if config.redact else rows
     means = summarize(rows, config.stop.el_n)
     return {
         "active_before": active_before,
@@ -299,7 +313,10 @@ def _probe(run: _Run) -> dict:
 
 
 def _score_forget_set(run: _Run, timings: dict | None = None) -> list[dict]:
-    config = run.config
+    return _score(_unwrap(run), run.tokenizer, list(run.forget.values()), run.config, timings)
+
+
+def _score(model, tokenizer, samples, config: RunConfig, timings=None) -> list[dict]:
     settings = EvalSettings(
         el_n=config.stop.el_n,
         batch_size=config.eval_batch_size,
@@ -307,9 +324,7 @@ def _score_forget_set(run: _Run, timings: dict | None = None) -> list[dict]:
         bertscore_model=config.refinement.bertscore_model,
         bertscore_layers=config.refinement.bertscore_layers,
     )
-    return score_samples(
-        _unwrap(run), run.tokenizer, list(run.forget.values()), settings, timings=timings
-    )
+    return score_samples(model, tokenizer, samples, settings, timings=timings)
 
 
 def _refine(run: _Run, rows: list[dict]) -> set[str]:
@@ -369,6 +384,12 @@ def _recover_from_divergence(run: _Run, reason: str) -> None:
     if latest is not None:
         state = checkpoint.load(latest, _unwrap(run), run.optimizer)
         run.active, run.epochs, run.samples = state["active"], state["epochs"], state["samples"]
+    elif run.config.lora.r > 0:  # the base weights never moved: zero the adapters' effect
+        for name, param in _unwrap(run).named_parameters():
+            if "lora_B" in name:
+                param.data.zero_()
+        run.active = list(run.forget)
+        run.samples = [r for r in run.samples if r["epoch"] == 0]
     else:
         original, _ = load_model_and_tokenizer(run.config.model, run.config.trust_remote_code)
         _unwrap(run).load_state_dict(original.state_dict())
@@ -414,8 +435,11 @@ def _check_out(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> N
             "--overwrite to replace it, or another --out"
         )
     probe = out if out.exists() else next(p for p in out.parents if p.exists())
-    if not os.access(probe, os.W_OK):
-        raise UsageError(f"cannot write to {probe}; choose a writable --out")
+    try:  # a real write: permission bits say nothing for root or read-only mounts
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError:
+        raise UsageError(f"cannot write to {probe}; choose a writable --out") from None
 
 
 def _resumable(config: dict) -> dict:
@@ -572,12 +596,27 @@ def _restore(run: _Run, path: Path) -> None:
     _write_logs(run)
 
 
-def _log_epoch_zero(run: _Run) -> None:
-    rows = _score_forget_set(run)
+def _initial_scores(config: RunConfig, model, tokenizer, forget, thresholds) -> list[dict]:
+    """The forget set before unlearning; a set the model has already forgotten is refused."""
+    rows = _score(model, tokenizer, forget, config)
+    means = summarize(rows, config.stop.el_n)
+    el = means[f"el_{config.stop.el_n}"]
+    if el < thresholds["el_max"] and means["ma"] < thresholds["ma_max"]:
+        raise UsageError(
+            f"the model has already forgotten this forget set (EL_{config.stop.el_n} {el:.4f} < "
+            f"{thresholds['el_max']:.4f}, MA {means['ma']:.4f} < {thresholds['ma_max']:.4f}); "
+            "nothing to unlearn: check the model and forget set, or lower stop.el_max/ma_max"
+        )
+    return rows
+
+
+def _log_epoch_zero(run: _Run, rows: list[dict]) -> None:
     for r in rows:  # the texts once, at epoch 0: the report's before/after table needs them
         sample = run.forget[r["id"]]
         r |= {"epoch": 0, "active": True, "removed": False}
         r |= {"prefix": sample.prefix, "reference": sample.suffix}
+    if run.config.redact:
+        rows = [redact_row(r) for r in rows]
     run.samples = rows
     run.probe_before = _probe(run)
     _write_logs(run)
@@ -625,6 +664,7 @@ def _write_manifest(run: _Run, finished: bool = False, status: str | None = None
         # why the run stopped early and which epoch's model it kept
         "diverged": run.epochs[-1] if run.status == "diverged" else None,
         "reference": _reference_check(run) if finished else None,
+        "parameters": _parameter_counts(_unwrap(run)),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "versions": {
             "torch": torch.__version__,
@@ -636,18 +676,30 @@ def _write_manifest(run: _Run, finished: bool = False, status: str | None = None
     return manifest
 
 
+def _parameter_counts(model) -> dict:
+    params = list(model.parameters())
+    return {
+        "total": sum(p.numel() for p in params),
+        "trainable": sum(p.numel() for p in params if p.requires_grad),
+    }
+
+
 def _reference_check(run: _Run) -> dict | None:
     """Proof that the frozen reference model stayed what it was when the run began."""
     if run.reference is None:
         return None
     now = weights_digest(run.reference)
-    return {"sha256": now, "unchanged": now == run.reference_sha256}
+    kind = "adapters disabled" if run.config.lora.r > 0 else "frozen copy"
+    return {"sha256": now, "unchanged": now == run.reference_sha256, "kind": kind}
 
 
 def _finish(run: _Run) -> UnlearnResult:
     target = run.out / "model"
     tmp = Path(tempfile.mkdtemp(dir=run.out, prefix=".model-"))
-    _unwrap(run).save_pretrained(tmp, safe_serialization=True)
+    if run.config.lora.r > 0:
+        lora.save(_unwrap(run), tmp, run.config.lora)
+    else:
+        _unwrap(run).save_pretrained(tmp, safe_serialization=True)
     run.tokenizer.save_pretrained(tmp)
     if target.exists():
         shutil.rmtree(target)

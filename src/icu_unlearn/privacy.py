@@ -1,0 +1,19 @@
+"""Redaction: the text a user asked to forget (prefix, suffix, the model's generations of
+it) replaced by a hash, so outputs can be shared and audited without repeating it."""
+
+from __future__ import annotations
+
+import hashlib
+
+# Row fields that hold forgotten text or text generated from it.
+TEXT_FIELDS = ("prefix", "reference", "generation", "iur_generation", "judge_reply")
+
+
+def redact_text(text: str) -> str:
+    return "[redacted sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16] + "]"
+
+
+def redact_row(row: dict) -> dict:
+    return {
+        k: redact_text(v) if k in TEXT_FIELDS and isinstance(v, str) else v for k, v in row.items()
+    }
