@@ -81,6 +81,8 @@ class _Run:
     status: str | None = None
     probe_before: dict = field(default_factory=dict)
     reference_sha256: str | None = None  # the frozen model's weights when the run began
+    parameters: dict = field(default_factory=dict)  # total and trainable (LoRA: adapters)
+    reference_check: dict | None = None  # at the end, before a LoRA merge changes the base
 
 
 PROBE_KEYS = ("retain_el", "retain_ma", "heldout_ppl")
@@ -151,6 +153,7 @@ def unlearn(
         probes,
         active=[s.id for s in forget],
     )
+    run.parameters = _parameter_counts(_unwrap(run))
     if reference is not None:
         run.reference_sha256 = weights_digest(reference)
     latest = checkpoint.latest(out / "checkpoints") if resume else None
@@ -663,8 +666,8 @@ def _write_manifest(run: _Run, finished: bool = False, status: str | None = None
         "active_at_end": run.active if finished else None,
         # why the run stopped early and which epoch's model it kept
         "diverged": run.epochs[-1] if run.status == "diverged" else None,
-        "reference": _reference_check(run) if finished else None,
-        "parameters": _parameter_counts(_unwrap(run)),
+        "reference": run.reference_check if finished else None,
+        "parameters": run.parameters,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "versions": {
             "torch": torch.__version__,
@@ -694,6 +697,7 @@ def _reference_check(run: _Run) -> dict | None:
 
 
 def _finish(run: _Run) -> UnlearnResult:
+    run.reference_check = _reference_check(run)
     target = run.out / "model"
     tmp = Path(tempfile.mkdtemp(dir=run.out, prefix=".model-"))
     if run.config.lora.r > 0:

@@ -30,10 +30,14 @@ def _config(scenario, out, **extra):
 
 
 def test_lora_icu_trains_adapters_with_no_reference_copy(scenario, tmp_path, monkeypatch):
-    def no_copies(_):
-        raise AssertionError("a LoRA run must not copy the model for the reference")
+    real_deepcopy = train.copy.deepcopy
 
-    monkeypatch.setattr(train.copy, "deepcopy", no_copies)
+    def no_model_copies(obj, *args, **kwargs):
+        if isinstance(obj, torch.nn.Module):
+            raise AssertionError("a LoRA run must not copy the model for the reference")
+        return real_deepcopy(obj, *args, **kwargs)
+
+    monkeypatch.setattr(train.copy, "deepcopy", no_model_copies)
     result = unlearn(_config(scenario, tmp_path / "lora"), progress=False)
     manifest = result.manifest
     params = manifest["parameters"]
