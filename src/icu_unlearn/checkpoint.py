@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,12 +17,12 @@ from safetensors.torch import load_model, save_model
 
 from . import faults
 from .errors import UsageError
-from .io import atomic_write_text
+from .io import atomic_write_text, temp_dir
 
 
 def save(root: Path, epoch: int, model, optimizer, state: dict) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-epoch-{epoch}-"))
+    tmp = temp_dir(root, f".tmp-epoch-{epoch}-")
     save_model(model, str(tmp / "model.safetensors"))
     faults.point("checkpoint_write", epoch)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from tqdm.auto import tqdm
 from .data.forget import load_forget_set
 from .errors import UsageError
 from .generation import right_pad
-from .io import atomic_write_json
+from .io import atomic_write_json, temp_dir
 from .losses import nll_loss
 from .metrics.memorization import memorization_accuracy
 from .models import load_model_and_tokenizer
@@ -96,7 +95,7 @@ def memorize(
 
 def _save(model, tokenizer, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    tmp = temp_dir(out.parent, f".{out.name}.")
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     if out.exists():

