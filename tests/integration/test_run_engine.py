@@ -178,3 +178,23 @@ def test_auto_thresholds_are_the_models_own_heldout_means(scenario, tmp_path):
     assert result.manifest["thresholds"]["source"].startswith("auto")
     assert result.manifest["thresholds"]["el_max"] == pytest.approx(expected["el_10"])
     assert result.manifest["thresholds"]["ma_max"] == pytest.approx(expected["ma"])
+
+
+def test_gradient_accumulation_does_not_change_the_run(scenario, tmp_path):
+    """Batch 4 in one step equals batch 4 as 2 x 2 and 4 x 1 micro-batches: same losses,
+    same removals, same weights (float tolerance); the loss is a per-sample mean."""
+    results = [
+        unlearn(
+            _config(scenario, tmp_path / f"accum{k}", batch_size=4, grad_accum=k, max_epochs=2),
+            progress=False,
+        )
+        for k in (1, 2, 4)
+    ]
+    first = load_file(results[0].model_dir / "model.safetensors")
+    for other in results[1:]:
+        assert other.manifest["active_at_end"] == results[0].manifest["active_at_end"]
+        for a, b in zip(results[0].epochs, other.epochs, strict=True):
+            assert a["removed"] == b["removed"] and a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+        weights = load_file(other.model_dir / "model.safetensors")
+        for key in first:
+            torch.testing.assert_close(first[key], weights[key], rtol=1e-4, atol=1e-6)
