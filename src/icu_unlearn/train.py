@@ -115,8 +115,10 @@ def unlearn(
     needs_ref = method.uses_reference(config)
     thresholds = _thresholds(config, model, tokenizer, forget)
     probes = _load_probes(config, tokenizer, forget, model.get_input_embeddings().num_embeddings)
-    data, pair_stats, pair_rows = _method_data(config, method.needs(config), forget, tokenizer)
+    # Before the pool is embedded (minutes, with a progress bar): a forget set that cannot
+    # be scored, or is already forgotten, fails fast on one line.
     initial = None if resume else _initial_scores(config, model, tokenizer, forget, thresholds)
+    data, pair_stats, pair_rows = _method_data(config, method.needs(config), forget, tokenizer)
     # Every input is checked by now: only from here on does the run write anything.
     if overwrite and not resume:
         _clear(out)
