@@ -299,18 +299,7 @@ def _probe(run: _Run) -> dict:
     result = {}
     if "retain" in run.probes:
         samples = run.probes["retain"]
-        scores = memorization_scores(
-            model,
-            [s.input_ids for s in samples],
-            [s.prefix_length for s in samples],
-            pad,
-            n=config.stop.el_n,
-            batch_size=config.eval_batch_size,
-            decode_batch_size=config.eval_decode_batch_size,
-        )
-        n = len(samples)
-        result["retain_el"] = sum(scores.extraction_likelihood) / n
-        result["retain_ma"] = sum(scores.memorization_accuracy) / n
+        result["retain_el"], result["retain_ma"] = _mean_el_ma(model, pad, samples, config)
     if "heldout" in run.probes:
         sequences = [s.input_ids for s in run.probes["heldout"]]
         result["heldout_ppl"] = perplexity(model, sequences, pad, config.eval_batch_size)
@@ -371,6 +360,21 @@ def _stop_reason(run: _Run, row: dict) -> str | None:
     if run.epoch >= run.config.max_epochs:
         return "max_epochs"
     return None
+
+
+def _mean_el_ma(model, pad_token_id: int, samples, config: RunConfig) -> tuple[float, float]:
+    """Mean EL_n and MA of `samples`: the retain probe and the auto thresholds."""
+    scores = memorization_scores(
+        model,
+        [s.input_ids for s in samples],
+        [s.prefix_length for s in samples],
+        pad_token_id,
+        n=config.stop.el_n,
+        batch_size=config.eval_batch_size,
+        decode_batch_size=config.eval_decode_batch_size,
+    )
+    n = len(samples)
+    return sum(scores.extraction_likelihood) / n, sum(scores.memorization_accuracy) / n
 
 
 def _perplexity_exploded(run: _Run, check: dict) -> str | None:
@@ -469,18 +473,10 @@ def _thresholds(config: RunConfig, model, tokenizer, forget) -> dict:
     overlap = {s.content_hash() for s in heldout} & {s.content_hash() for s in forget}
     if overlap:
         raise UsageError("stop.heldout shares samples with the forget set; choose other sequences")
-    scores = memorization_scores(
-        model,
-        [s.input_ids for s in heldout],
-        [s.prefix_length for s in heldout],
-        tokenizer.pad_token_id,
-        n=stop.el_n,
-        batch_size=config.eval_batch_size,
-    )
-    n = len(heldout)
+    el, ma = _mean_el_ma(model, tokenizer.pad_token_id, heldout, config)
     return {
-        "el_max": sum(scores.extraction_likelihood) / n,
-        "ma_max": sum(scores.memorization_accuracy) / n,
+        "el_max": el,
+        "ma_max": ma,
         "source": f"auto: {stop.heldout}",
     }
 
