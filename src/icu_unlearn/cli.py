@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -133,6 +134,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.append("redact=true")
     config = load_config(args.config, overrides)
     result = unlearn(config, resume=args.resume, overwrite=args.overwrite)
+    if not _main_process():  # under accelerate launch the main process speaks for all
+        return 0
     before, after = result.manifest["before"], result.manifest["after"]
     keys = ["el_" + str(config.stop.el_n), "ma", "bertscore_f1", "bleu"]
     print(
@@ -325,13 +328,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _quiet_libraries()
         return args.func(args)
     except UsageError as err:
-        print(f"icu-unlearn: error: {err}", file=sys.stderr)
+        if _main_process():  # every process finds the same problem; one says so
+            print(f"icu-unlearn: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("icu-unlearn: interrupted", file=sys.stderr)

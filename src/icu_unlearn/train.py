@@ -4,7 +4,6 @@ checkpoints and resume. Reads top to bottom: `unlearn()` sets up, `_run_epochs()
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -22,7 +21,7 @@ import yaml
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from . import checkpoint, faults, lora
+from . import checkpoint, distributed, faults, lora
 from .config import RunConfig, dump_config
 from .data.forget import ForgetSample, load_forget_set
 from .data.pool import load_pool
@@ -33,7 +32,7 @@ from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text, temp_d
 from .methods import METHODS
 from .methods.base import MISMATCH, PAIRS, REFUSAL, Batch
 from .metrics.memorization import memorization_scores
-from .metrics.perplexity import perplexity
+from .metrics.perplexity import log_likelihood, perplexity_from
 from .metrics.similarity import bertscore_f1, sentence_bleu, token_entropy
 from .models import describe_model, load_model_and_tokenizer, weights_digest
 from .pairing import embed, pair
@@ -72,6 +71,7 @@ class _Run:
     pair_stats: dict | None
     optimizer: torch.optim.Optimizer
     accelerator: Accelerator
+    procs: distributed.Processes
     thresholds: dict
     probes: dict[str, list[ForgetSample]]  # "retain" / "heldout" sequences watched each epoch
     epoch: int = 0
@@ -93,17 +93,20 @@ def unlearn(
 ) -> UnlearnResult:
     """Run `config.method` on `config.model` until the forget set is forgotten."""
     config.require()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UsageError(
-            "multi-process runs are not supported yet (each process would train on the whole "
-            "forget set and write the same files); run one process"
-        )
     if not config.out:
         raise UsageError("the run has no output directory; give --out DIR or set out in the config")
     out = Path(config.out).expanduser()
     _check_out(out, config, resume, overwrite)
+    # Several processes under `accelerate launch`; one otherwise.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    procs = distributed.Processes(accelerator)
+    distributed.check_launch(accelerator, config.batch_size, config.grad_accum)
+    if config.lora.r > 0 and procs.lockstep:
+        raise UsageError("LoRA runs need replicated weights: launch with DDP or DeepSpeed ZeRO-2")
+    progress = progress and procs.main
     torch.manual_seed(config.seed)
-    model, tokenizer = load_model_and_tokenizer(config.model, config.trust_remote_code)
+    with accelerator.main_process_first():  # a model cache (GGUF -> safetensors) is built once
+        model, tokenizer = load_model_and_tokenizer(config.model, config.trust_remote_code)
     forget = load_forget_set(
         config.forget,
         tokenizer,
@@ -113,28 +116,32 @@ def unlearn(
     )
     method = METHODS[config.method]
     needs_ref = method.uses_reference(config)
-    thresholds = _thresholds(config, model, tokenizer, forget)
+    thresholds = _thresholds(config, model, tokenizer, forget, procs)
     probes = _load_probes(config, tokenizer, forget, model.get_input_embeddings().num_embeddings)
     # Before the pool is embedded (minutes, with a progress bar): a forget set that cannot
     # be scored, or is already forgotten, fails fast on one line.
-    initial = None if resume else _initial_scores(config, model, tokenizer, forget, thresholds)
-    data, pair_stats, pair_rows = _method_data(config, method.needs(config), forget, tokenizer)
+    initial = None
+    if not resume:
+        initial = _initial_scores(config, model, tokenizer, forget, thresholds, procs)
+    with accelerator.main_process_first():  # the pool's embeddings are cached once
+        data, pair_stats, pair_rows = _method_data(config, method.needs(config), forget, tokenizer)
     # Every input is checked by now: only from here on does the run write anything.
-    if overwrite and not resume:
-        _clear(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if pair_rows is not None:
-        if config.redact:  # analogous texts share phrases with the forgotten ones by design
-            pair_rows = [r | {"learn_text": redact_text(r["learn_text"])} for r in pair_rows]
-        atomic_write_jsonl(out / "pairs.jsonl", pair_rows)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if procs.main:
+        if overwrite and not resume:
+            _clear(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if pair_rows is not None:
+            if config.redact:  # analogous texts share phrases with the forgotten ones by design
+                pair_rows = [r | {"learn_text": redact_text(r["learn_text"])} for r in pair_rows]
+            atomic_write_jsonl(out / "pairs.jsonl", pair_rows)
+    procs.wait()
     reference = None
     if config.lora.r > 0:
         model = lora.add_adapters(model, config.lora)
         if needs_ref:  # the base model is the adapted one with adapters off: no second copy
             reference = lora.AdaptersOff(model)
     elif needs_ref:  # the frozen original model, computing P_theta0 on the fly
-        reference = copy.deepcopy(model).eval().requires_grad_(False).to(accelerator.device)
+        reference = distributed.prepare_reference(accelerator, model)
     # foreach=False: the multi-tensor step allocates a temporary per parameter group,
     # a transient copy of the model's size on top of weights, gradients and moments.
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -151,28 +158,34 @@ def unlearn(
         pair_stats,
         optimizer,
         accelerator,
+        procs,
         thresholds,
         probes,
         active=[s.id for s in forget],
     )
     run.parameters = _parameter_counts(_unwrap(run))
-    if reference is not None:
+    if reference is not None and not procs.lockstep:  # sharded: no process holds it whole
         run.reference_sha256 = weights_digest(reference)
     latest = checkpoint.latest(out / "checkpoints") if resume else None
     if latest is not None:
         _restore(run, latest)
     else:
-        atomic_write_text(out / "config.yaml", dump_config(config))
+        if procs.main:
+            atomic_write_text(out / "config.yaml", dump_config(config))
         _log_epoch_zero(run, initial)
         _write_manifest(run)
+        # epoch 0 = the input model: what divergence in the first epoch returns to
+        _save_checkpoint(run)
     try:
         _run_epochs(run, progress)
     except KeyboardInterrupt:  # SIGINT: the newest checkpoint is whole; say how to go on
         _write_manifest(run, status="interrupted")
-        print(
-            f"icu-unlearn: interrupted after epoch {run.epoch}; continue with --resume --out {out}",
-            file=sys.stderr,
-        )
+        if procs.main:
+            print(
+                f"icu-unlearn: interrupted after epoch {run.epoch}; "
+                f"continue with --resume --out {out}",
+                file=sys.stderr,
+            )
         raise
     return _finish(run)
 
@@ -211,7 +224,7 @@ def _run_epochs(run: _Run, progress: bool) -> None:
         run.epochs.append(row)
         run.status = _stop_reason(run, row)
         _write_logs(run)
-        checkpoint.save(run.out / "checkpoints", epoch, _unwrap(run), run.optimizer, _state(run))
+        _save_checkpoint(run)
         bar.update(1)
         bar.set_postfix(
             active=len(run.active),
@@ -225,34 +238,58 @@ def _run_epochs(run: _Run, progress: bool) -> None:
 
 
 def _train_epoch(run: _Run, epoch: int) -> dict:
-    """One pass over the active forget samples (and their pairs), in a seeded order."""
-    config, method = run.config, METHODS[run.config.method]
+    """One pass over the active forget samples (and their data), in a seeded order.
+
+    A step takes `batch_size` samples of that order whatever the number of processes:
+    each process takes every `world`-th of them, in `grad_accum` micro-batches, and
+    weighs each micro-batch's mean loss by its share of the step, so that the summed
+    (DDP: averaged, hence the factor `world`) gradient is the step's per-sample mean.
+    """
+    config, method, procs = run.config, METHODS[run.config.method], run.procs
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     order = [run.active[i] for i in torch.randperm(len(run.active), generator=generator)]
     size = len(order) if config.batch_size == "all" else config.batch_size
-    micro = -(-size // config.grad_accum)
+    micro = _micro_size(size, config.grad_accum, procs.world)
     run.model.train()
     totals: dict[str, float] = {}
     steps = 0
     for start in range(0, len(order), size):
         batch = order[start : start + size]
+        mine = procs.shard(batch)
+        # the same number of backward passes on every process: gradient sync is collective
+        largest_share = math.ceil(len(batch) / procs.world)
+        micro_steps = math.ceil(largest_share / micro)
         run.optimizer.zero_grad()
-        for m in range(0, len(batch), micro):
-            ids = batch[m : m + micro]
-            batches = {"forget": _collate([run.forget[i] for i in ids], run)}
-            for kind, by_id in run.data.items():
-                batches[kind] = _collate([s for i in ids for s in by_id[i]], run)
+        for m in range(micro_steps):
+            ids = mine[m * micro : (m + 1) * micro]
+            weight = len(ids) / len(batch) * procs.world
+            # a process whose share ran out joins the step with a zero-weight sample
+            batches = _micro_batches(run, ids or batch[:1])
             loss, terms = method.loss(run.model, run.reference, batches, config)
-            if not torch.isfinite(loss):
-                raise Diverged(f"loss became {loss.item()} at epoch {epoch}, step {steps + 1}")
-            run.accelerator.backward(loss * (len(ids) / len(batch)))
-            for k, v in {"loss": loss.item(), **terms}.items():
+            value = loss.item()
+            (bad,) = procs.sum([0.0 if math.isfinite(value) else 1.0])
+            if bad:  # on any process: every process stops here
+                shown = value if not math.isfinite(value) else "non-finite on another process"
+                raise Diverged(f"loss became {shown} at epoch {epoch}, step {steps + 1}")
+            with procs.accumulating(run.model, last=m == micro_steps - 1):
+                procs.backward(loss * weight)
+            for k, v in {"loss": value, **terms}.items():
                 totals[k] = totals.get(k, 0.0) + v * len(ids)
         run.optimizer.step()
         steps += 1
         faults.point("train_step", epoch)
     run.model.eval()
-    return {k: v / len(order) for k, v in totals.items()} | {"steps": steps}
+    keys = sorted(totals)
+    summed = dict(zip(keys, procs.sum([totals[k] for k in keys]), strict=True))
+    return {k: v / len(order) for k, v in summed.items()} | {"steps": steps}
+
+
+def _micro_batches(run: _Run, ids: list[str]) -> dict[str, Batch]:
+    """The forget samples `ids` and, per kind the method needs, their data."""
+    batches = {"forget": _collate([run.forget[i] for i in ids], run)}
+    for kind, by_id in run.data.items():
+        batches[kind] = _collate([s for i in ids for s in by_id[i]], run)
+    return batches
 
 
 def _collate(samples: list[ForgetSample], run: _Run) -> Batch:
@@ -270,7 +307,8 @@ def _check_epoch(run: _Run, epoch: int) -> dict:
     faults.point("iur_check", epoch)
     started = time.perf_counter()
     refines = METHODS[config.method].refines and config.refinement.enabled
-    forgotten = _refine(run, rows) if refines else set()
+    # every process holds every row; the main process decides, the others take its word
+    forgotten = run.procs.decide(_refine(run, rows) if refines else set())
     # The IUR check: BERTScore + BLEU of the generations (greedy ones come with EL for free)
     check_seconds = time.perf_counter() - started + timings["similarity_seconds"]
     active_before = len(run.active)
@@ -295,22 +333,32 @@ def _check_epoch(run: _Run, epoch: int) -> dict:
 
 def _probe(run: _Run) -> dict:
     """What the run must not break: MA/EL of retained sequences, held-out perplexity."""
-    model, pad, config = _unwrap(run), run.tokenizer.pad_token_id, run.config
+    model, pad, config, procs = _unwrap(run), run.tokenizer.pad_token_id, run.config, run.procs
     result = {}
     if "retain" in run.probes:
         samples = run.probes["retain"]
-        result["retain_el"], result["retain_ma"] = _mean_el_ma(model, pad, samples, config)
+        result["retain_el"], result["retain_ma"] = _mean_el_ma(model, pad, samples, config, procs)
     if "heldout" in run.probes:
-        sequences = [s.input_ids for s in run.probes["heldout"]]
-        result["heldout_ppl"] = perplexity(model, sequences, pad, config.eval_batch_size)
+        sequences = procs.score_share([s.input_ids for s in run.probes["heldout"]])
+        total, count = log_likelihood(model, sequences, pad, config.eval_batch_size)
+        if not procs.lockstep:
+            total, count = procs.sum([total, count])
+        result["heldout_ppl"] = perplexity_from(total, int(count))
     return result
 
 
 def _score_forget_set(run: _Run, timings: dict | None = None) -> list[dict]:
-    return _score(_unwrap(run), run.tokenizer, list(run.forget.values()), run.config, timings)
+    samples = list(run.forget.values())
+    return _score(_unwrap(run), run.tokenizer, samples, run.config, run.procs, timings)
 
 
-def _score(model, tokenizer, samples, config: RunConfig, timings=None) -> list[dict]:
+def _score(model, tokenizer, samples, config: RunConfig, procs, timings=None) -> list[dict]:
+    """Per-sample metrics of `samples`, each process scoring its share."""
+    mine = procs.score_share(samples)
+    if not mine:  # fewer samples than processes
+        if timings is not None:
+            timings |= {"memorization_seconds": 0.0, "similarity_seconds": 0.0}
+        return procs.gather([])
     settings = EvalSettings(
         el_n=config.stop.el_n,
         batch_size=config.eval_batch_size,
@@ -318,7 +366,7 @@ def _score(model, tokenizer, samples, config: RunConfig, timings=None) -> list[d
         bertscore_model=config.refinement.bertscore_model,
         bertscore_layers=config.refinement.bertscore_layers,
     )
-    return score_samples(model, tokenizer, samples, settings, timings=timings)
+    return procs.gather(score_samples(model, tokenizer, mine, settings, timings=timings))
 
 
 def _refine(run: _Run, rows: list[dict]) -> set[str]:
@@ -362,19 +410,24 @@ def _stop_reason(run: _Run, row: dict) -> str | None:
     return None
 
 
-def _mean_el_ma(model, pad_token_id: int, samples, config: RunConfig) -> tuple[float, float]:
+def _mean_el_ma(model, pad_token_id: int, samples, config: RunConfig, procs):
     """Mean EL_n and MA of `samples`: the retain probe and the auto thresholds."""
-    scores = memorization_scores(
-        model,
-        [s.input_ids for s in samples],
-        [s.prefix_length for s in samples],
-        pad_token_id,
-        n=config.stop.el_n,
-        batch_size=config.eval_batch_size,
-        decode_batch_size=config.eval_decode_batch_size,
-    )
+    mine = procs.score_share(samples)
+    pairs = []
+    if mine:
+        scores = memorization_scores(
+            model,
+            [s.input_ids for s in mine],
+            [s.prefix_length for s in mine],
+            pad_token_id,
+            n=config.stop.el_n,
+            batch_size=config.eval_batch_size,
+            decode_batch_size=config.eval_decode_batch_size,
+        )
+        pairs = list(zip(scores.extraction_likelihood, scores.memorization_accuracy, strict=True))
+    pairs = procs.gather(pairs)
     n = len(samples)
-    return sum(scores.extraction_likelihood) / n, sum(scores.memorization_accuracy) / n
+    return sum(el for el, _ in pairs) / n, sum(ma for _, ma in pairs) / n
 
 
 def _perplexity_exploded(run: _Run, check: dict) -> str | None:
@@ -389,27 +442,17 @@ def _perplexity_exploded(run: _Run, check: dict) -> str | None:
 
 def _recover_from_divergence(run: _Run, reason: str) -> None:
     """Keep the last good model and run state: the newest checkpoint, or the input model."""
-    latest = checkpoint.latest(run.out / "checkpoints")
-    if latest is not None:
-        state = checkpoint.load(latest, _unwrap(run), run.optimizer)
-        run.active, run.epochs, run.samples = state["active"], state["epochs"], state["samples"]
-    elif run.config.lora.r > 0:  # the base weights never moved: zero the adapters' effect
-        for name, param in _unwrap(run).named_parameters():
-            if "lora_B" in name:
-                param.data.zero_()
-        run.active = list(run.forget)
-        run.samples = [r for r in run.samples if r["epoch"] == 0]
-    else:
-        original, _ = load_model_and_tokenizer(run.config.model, run.config.trust_remote_code)
-        _unwrap(run).load_state_dict(original.state_dict())
-        run.active = list(run.forget)
-        run.samples = [r for r in run.samples if r["epoch"] == 0]
+    latest = checkpoint.latest(run.out / "checkpoints")  # epoch 0 at least: the input model
+    state = checkpoint.load(latest, run.model, run.optimizer, run.procs)
+    run.active, run.epochs, run.samples = state["active"], state["epochs"], state["samples"]
     run.status = "diverged"
     run.epochs.append({"epoch": run.epoch + 1, "diverged": reason, "kept_epoch": run.epoch})
     _write_logs(run)
-    print(
-        f"icu-unlearn: {reason}; stopped and kept the model of epoch {run.epoch}", file=sys.stderr
-    )
+    if run.procs.main:
+        print(
+            f"icu-unlearn: {reason}; stopped and kept the model of epoch {run.epoch}",
+            file=sys.stderr,
+        )
 
 
 def _unwrap(run: _Run):
@@ -465,7 +508,7 @@ def _clear(out: Path) -> None:
             path.unlink()
 
 
-def _thresholds(config: RunConfig, model, tokenizer, forget) -> dict:
+def _thresholds(config: RunConfig, model, tokenizer, forget, procs) -> dict:
     stop = config.stop
     if stop.thresholds == "fixed":
         return {"el_max": stop.el_max, "ma_max": stop.ma_max, "source": "fixed"}
@@ -473,7 +516,7 @@ def _thresholds(config: RunConfig, model, tokenizer, forget) -> dict:
     overlap = {s.content_hash() for s in heldout} & {s.content_hash() for s in forget}
     if overlap:
         raise UsageError("stop.heldout shares samples with the forget set; choose other sequences")
-    el, ma = _mean_el_ma(model, tokenizer.pad_token_id, heldout, config)
+    el, ma = _mean_el_ma(model, tokenizer.pad_token_id, heldout, config, procs)
     return {
         "el_max": el,
         "ma_max": ma,
@@ -586,20 +629,26 @@ def _state(run: _Run) -> dict:
     }
 
 
+def _save_checkpoint(run: _Run) -> None:
+    root = run.out / "checkpoints"
+    checkpoint.save(root, run.epoch, run.model, run.optimizer, _state(run), run.procs)
+
+
 def _restore(run: _Run, path: Path) -> None:
-    state = checkpoint.load(path, _unwrap(run), run.optimizer)
+    state = checkpoint.load(path, run.model, run.optimizer, run.procs)
     run.epoch, run.active, run.status = state["epoch"], state["active"], state["status"]
     run.thresholds, run.epochs, run.samples = state["thresholds"], state["epochs"], state["samples"]
     run.probe_before = state["probe_before"]
     if run.status == "max_epochs" and run.epoch < run.config.max_epochs:
         run.status = None  # extended: go on
-    atomic_write_text(run.out / "config.yaml", dump_config(run.config))
+    if run.procs.main:
+        atomic_write_text(run.out / "config.yaml", dump_config(run.config))
     _write_logs(run)
 
 
-def _initial_scores(config: RunConfig, model, tokenizer, forget, thresholds) -> list[dict]:
+def _initial_scores(config: RunConfig, model, tokenizer, forget, thresholds, procs) -> list[dict]:
     """The forget set before unlearning; a set the model has already forgotten is refused."""
-    rows = _score(model, tokenizer, forget, config)
+    rows = _score(model, tokenizer, forget, config, procs)
     means = summarize(rows, config.stop.el_n)
     el = means[f"el_{config.stop.el_n}"]
     if el < thresholds["el_max"] and means["ma"] < thresholds["ma_max"]:
@@ -624,6 +673,8 @@ def _log_epoch_zero(run: _Run, rows: list[dict]) -> None:
 
 
 def _write_logs(run: _Run) -> None:
+    if not run.procs.main:
+        return
     atomic_write_jsonl(run.out / "epochs.jsonl", run.epochs)
     atomic_write_jsonl(run.out / "samples.jsonl", run.samples)
 
@@ -638,6 +689,7 @@ def _summary_at(run: _Run, epoch: int) -> dict:
 
 
 def _write_manifest(run: _Run, finished: bool = False, status: str | None = None) -> dict:
+    """The run's record; written by the main process (the others build it and return it)."""
     import accelerate
     import transformers
 
@@ -666,6 +718,7 @@ def _write_manifest(run: _Run, finished: bool = False, status: str | None = None
         "diverged": run.epochs[-1] if run.status == "diverged" else None,
         "reference": run.reference_check if finished else None,
         "parameters": run.parameters,
+        "processes": _processes(run),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "versions": {
             "torch": torch.__version__,
@@ -673,8 +726,25 @@ def _write_manifest(run: _Run, finished: bool = False, status: str | None = None
             "accelerate": accelerate.__version__,
         },
     }
-    atomic_write_json(run.out / "manifest.json", manifest)
+    if run.procs.main:
+        atomic_write_json(run.out / "manifest.json", manifest)
     return manifest
+
+
+def _processes(run: _Run) -> dict:
+    accelerator = run.accelerator
+    return {
+        "count": run.procs.world,
+        "distributed_type": accelerator.distributed_type.value,
+        "micro_batch": None
+        if run.config.batch_size == "all"
+        else _micro_size(run.config.batch_size, run.config.grad_accum, run.procs.world),
+    }
+
+
+def _micro_size(batch: int, grad_accum: int, world: int) -> int:
+    """Samples per forward pass: the step's batch over accumulation steps and processes."""
+    return -(-batch // (grad_accum * world))
 
 
 def _parameter_counts(model) -> dict:
@@ -689,6 +759,8 @@ def _reference_check(run: _Run) -> dict | None:
     """Proof that the frozen reference model stayed what it was when the run began."""
     if run.reference is None:
         return None
+    if run.procs.lockstep:
+        return {"sha256": None, "unchanged": None, "kind": "sharded frozen copy (not digested)"}
     now = weights_digest(run.reference)
     kind = "adapters disabled" if run.config.lora.r > 0 else "frozen copy"
     return {"sha256": now, "unchanged": now == run.reference_sha256, "kind": kind}
@@ -696,15 +768,19 @@ def _reference_check(run: _Run) -> dict | None:
 
 def _finish(run: _Run) -> UnlearnResult:
     run.reference_check = _reference_check(run)
-    target = run.out / "model"
-    tmp = temp_dir(run.out, ".model-")
-    if run.config.lora.r > 0:
-        lora.save(_unwrap(run), tmp, run.config.lora)
-    else:
-        _unwrap(run).save_pretrained(tmp, safe_serialization=True)
-    run.tokenizer.save_pretrained(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    # sharded weights are gathered whole (a collective); replicated ones are whole already
+    weights = None if run.procs.replicated else run.accelerator.get_state_dict(run.model)
+    if run.procs.main:
+        target = run.out / "model"
+        tmp = temp_dir(run.out, ".model-")
+        if run.config.lora.r > 0:
+            lora.save(_unwrap(run), tmp, run.config.lora)
+        else:
+            _unwrap(run).save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+        run.tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
     manifest = _write_manifest(run, finished=True)
+    run.procs.wait()
     return UnlearnResult(run.out, run.status, manifest, run.epochs, run.samples)

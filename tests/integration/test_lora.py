@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from icu_unlearn import load_config, train, unlearn
+from icu_unlearn import distributed, load_config, unlearn
 
 
 def _config(scenario, out, **extra):
@@ -30,14 +30,14 @@ def _config(scenario, out, **extra):
 
 
 def test_lora_icu_trains_adapters_with_no_reference_copy(scenario, tmp_path, monkeypatch):
-    real_deepcopy = train.copy.deepcopy
+    real_deepcopy = distributed.copy.deepcopy
 
     def no_model_copies(obj, *args, **kwargs):
         if isinstance(obj, torch.nn.Module):
             raise AssertionError("a LoRA run must not copy the model for the reference")
         return real_deepcopy(obj, *args, **kwargs)
 
-    monkeypatch.setattr(train.copy, "deepcopy", no_model_copies)
+    monkeypatch.setattr(distributed.copy, "deepcopy", no_model_copies)
     result = unlearn(_config(scenario, tmp_path / "lora"), progress=False)
     manifest = result.manifest
     params = manifest["parameters"]

@@ -10,9 +10,17 @@ from ..generation import token_logprobs
 
 def perplexity(model, sequences: Sequence[Sequence[int]], pad_token_id: int, batch_size=16):
     """Corpus perplexity: every predicted token of every sequence weighs the same."""
-    logps = token_logprobs(model, sequences, pad_token_id, batch_size)
-    total = sum(float(lp.double().sum()) for lp in logps)
-    count = sum(lp.numel() for lp in logps)
+    return perplexity_from(*log_likelihood(model, sequences, pad_token_id, batch_size))
+
+
+def log_likelihood(model, sequences, pad_token_id: int, batch_size=16) -> tuple[float, int]:
+    """The summed log-probability of the predicted tokens, and their number: what
+    processes that each scored a share add up before `perplexity_from`."""
+    logps = token_logprobs(model, sequences, pad_token_id, batch_size) if sequences else []
+    return sum(float(lp.double().sum()) for lp in logps), sum(lp.numel() for lp in logps)
+
+
+def perplexity_from(total: float, count: int) -> float:
     if count == 0:
         raise ValueError("perplexity needs sequences of at least two tokens")
     return math.exp(-total / count)
