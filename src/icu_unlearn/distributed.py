@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import os
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedType, broadcast_object_list, gather_object
 
 from .errors import UsageError
@@ -96,6 +97,34 @@ class Processes:
 REPLICATED = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
 
 
+def make_accelerator() -> Accelerator:
+    """The accelerator for this launch: GPUs when there are any; on CPU, DeepSpeed over
+    gloo when asked for (accelerate picks no backend for it there and would count one
+    process), otherwise plain processes (DDP over gloo under `accelerate launch`)."""
+    if torch.cuda.is_available():
+        return _whole_loads(Accelerator())
+    if _asked("ACCELERATE_USE_DEEPSPEED") and importlib.util.find_spec("deepspeed"):
+        PartialState(backend="gloo")
+        return _whole_loads(Accelerator())
+    return Accelerator(cpu=True)
+
+
+def _whole_loads(accelerator: Accelerator) -> Accelerator:
+    """Under ZeRO-3 accelerate makes every `from_pretrained` build its model partitioned (a
+    collective, and unusable before `prepare`). Models here load whole on every process,
+    the scoring encoders included; `prepare` shards the trained model and
+    `prepare_reference` the frozen one."""
+    if params_sharded(accelerator) and accelerator.distributed_type == DistributedType.DEEPSPEED:
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    return accelerator
+
+
+def _asked(variable: str) -> bool:
+    return os.environ.get(variable, "false").lower() in ("1", "true")
+
+
 def params_sharded(accelerator: Accelerator) -> bool:
     kind = accelerator.distributed_type
     if kind == DistributedType.FSDP:
@@ -118,8 +147,9 @@ def check_launch(accelerator: Accelerator, batch_size, grad_accum: int) -> None:
     kind = accelerator.distributed_type
     if asked and kind not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         # accelerate falls back to plain DDP on CPU without a word
+        need = "GPUs" if asked[0] == "FSDP" else "GPUs or the deepspeed package"
         raise UsageError(
-            f"accelerate was asked for {asked[0]} but runs {kind.value} here (it needs GPUs); "
+            f"accelerate was asked for {asked[0]} but runs {kind.value} here (it needs {need}); "
             "launch with configs/accelerate/ddp.yaml instead"
         )
     if kind == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:

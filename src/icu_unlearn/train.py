@@ -98,7 +98,7 @@ def unlearn(
     out = Path(config.out).expanduser()
     _check_out(out, config, resume, overwrite)
     # Several processes under `accelerate launch`; one otherwise.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = distributed.make_accelerator()
     procs = distributed.Processes(accelerator)
     distributed.check_launch(accelerator, config.batch_size, config.grad_accum)
     if config.lora.r > 0 and procs.lockstep:
@@ -769,7 +769,7 @@ def _reference_check(run: _Run) -> dict | None:
 def _finish(run: _Run) -> UnlearnResult:
     run.reference_check = _reference_check(run)
     # sharded weights are gathered whole (a collective); replicated ones are whole already
-    weights = None if run.procs.replicated else run.accelerator.get_state_dict(run.model)
+    weights = None if not run.procs.lockstep else run.accelerator.get_state_dict(run.model)
     if run.procs.main:
         target = run.out / "model"
         tmp = temp_dir(run.out, ".model-")
