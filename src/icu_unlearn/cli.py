@@ -211,7 +211,14 @@ def _cmd_utility(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out!r} is a file; give a directory")
+    done = _utility_done(out, args) if args.resume else None
     model, tokenizer = load_model_and_tokenizer(args.model, args.trust_remote_code)
+
+    def write(result: dict) -> None:  # after every task: hours of scoring survive a kill
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out / "utility.json", result | {"model": args.model})
+
     result = evaluate_utility(
         model,
         tokenizer,
@@ -220,6 +227,8 @@ def _cmd_utility(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         batch_size=args.batch_size,
         progress=True,
+        done=done,
+        after_task=write,
     )
     result["model"] = args.model
     rows = [["task", "metric", "value", "n", "seconds"]]
@@ -235,6 +244,26 @@ def _cmd_utility(args: argparse.Namespace) -> int:
         atomic_write_json(out / "utility.json", result)
         print(f"wrote {out / 'utility.json'}")
     return 0
+
+
+def _utility_done(out: Path | None, args: argparse.Namespace) -> dict:
+    """The task results of the interrupted run in `out`, when it scored the same way."""
+    import json
+
+    path = out / "utility.json" if out is not None else None
+    if path is None or not path.exists():
+        raise UsageError("nothing to resume: give the --out of an earlier utility run")
+    try:
+        earlier = json.loads(path.read_text())
+        settings, model = earlier["settings"], earlier["model"]
+    except (ValueError, KeyError):
+        raise UsageError(f"{path} is not a utility result; choose another --out") from None
+    asked = {"limit": args.limit, "batch_size": args.batch_size}
+    differs = [k for k, v in asked.items() if settings.get(k) != v]
+    if model != args.model or differs:
+        what = "model" if model != args.model else f"--{differs[0].replace('_', '-')}"
+        raise UsageError(f"{path} was scored with another {what}; resume with the same settings")
+    return earlier["tasks"]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -309,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     ut.add_argument("--batch-size", type=int, default=16, help="requests per forward pass")
     ut.add_argument("--out", help="write utility.json here (a run directory, say)")
     ut.add_argument("--trust-remote-code", action="store_true", help="allow model code from hub")
+    ut.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the tasks an interrupted run already wrote to --out, score the rest",
+    )
     _add_data_dir(ut)
     ut.set_defaults(func=_cmd_utility)
 

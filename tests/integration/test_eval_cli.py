@@ -226,3 +226,28 @@ def test_eval_with_a_judge_scores_every_generation(tiny_model_dir, forget_file, 
     for path in (tmp_path / "out").iterdir():
         assert key not in path.read_text()
     assert key not in proc.stdout + proc.stderr
+
+
+def test_utility_writes_after_each_task_and_resumes(tiny_model_dir, tmp_path, data_dir):
+    out = tmp_path / "utility"
+    args = ["utility", "--model", str(tiny_model_dir), "--tasks", "pile,wikitext", "--limit", "2"]
+    proc = run_cli(*args, "--out", str(out), "--data-dir", str(data_dir))
+    assert proc.returncode == 0, proc.stderr
+    whole = json.loads((out / "utility.json").read_text())
+    assert whole["complete"] and whole["model"] == str(tiny_model_dir)
+    # an interrupted run: pile written, wikitext not yet
+    partial = whole | {"complete": False, "tasks": {"pile": whole["tasks"]["pile"]}}
+    (out / "utility.json").write_text(json.dumps(partial))
+    proc = run_cli(*args, "--out", str(out), "--data-dir", str(data_dir), "--resume")
+    assert proc.returncode == 0, proc.stderr
+    resumed = json.loads((out / "utility.json").read_text())
+    assert resumed["complete"] and resumed["tasks"]["pile"] == whole["tasks"]["pile"]
+    assert resumed["tasks"]["wikitext"]["value"] == whole["tasks"]["wikitext"]["value"]
+    # another limit is another run: refused on one line
+    other = [*args[:-1], "3", "--out", str(out), "--data-dir", str(data_dir), "--resume"]
+    proc = run_cli(*other)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"icu-unlearn: error: {out / 'utility.json'} was scored with another --limit; "
+        "resume with the same settings"
+    )

@@ -419,3 +419,24 @@ def test_evaluate_utility_end_to_end_on_a_tiny_model(gpt2, offline_hub, capsys):
 def test_unknown_task_is_a_usage_error(gpt2):
     with pytest.raises(UsageError, match="unknown utility task 'mmlu'"):
         evaluate_utility(tiny_llama(), prepare_tokenizer(gpt2), tasks=["mmlu"])
+
+
+def test_each_finished_task_is_handed_over_and_done_tasks_are_kept(gpt2):
+    if not (DATA_DIR / "eval" / "pile.csv").exists():
+        pytest.skip("needs the offline data mirror")
+    tok = prepare_tokenizer(gpt2)
+    model = tiny_llama(vocab_size=len(tok))
+    settings = dict(limit=2, data_dir=DATA_DIR, batch_size=3, progress=False)
+    partials = []
+    full = evaluate_utility(
+        model, tok, tasks=["pile", "wikitext"], after_task=partials.append, **settings
+    )
+    assert full["complete"] and list(full["tasks"]) == ["pile", "wikitext"]
+    # one partial result, after the first task; the last one is the return value
+    assert [(list(p["tasks"]), p["complete"]) for p in partials] == [(["pile"], False)]
+    kept = partials[0]["tasks"] | {"pile": partials[0]["tasks"]["pile"] | {"seconds": -1.0}}
+    resumed = evaluate_utility(model, tok, tasks=["pile", "wikitext"], done=kept, **settings)
+    assert resumed["tasks"]["pile"]["seconds"] == -1.0  # taken as it was, not rescored
+    assert resumed["tasks"]["wikitext"]["value"] == pytest.approx(
+        full["tasks"]["wikitext"]["value"]
+    )

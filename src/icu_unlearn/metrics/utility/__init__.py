@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -34,11 +35,16 @@ def evaluate_utility(
     batch_size: int = 16,
     max_new_tokens: int = 32,
     progress: bool = True,
+    done: dict[str, dict] | None = None,
+    after_task: Callable[[dict], None] | None = None,
 ) -> dict:
     """Score `model` on `tasks` (default: all of TASKS), each on its first `limit` examples.
 
     `tokenizer` must have a pad token and pad on the left (`models.prepare_tokenizer`).
     `data_dir` defaults to ICU_DATA_DIR, then the fetch cache (`data.mirror.data_dir`).
+    `done` holds task results of an earlier call with the same settings, kept as they
+    are; `after_task` receives the result so far (`"complete": False` until the last
+    task), so a run of hours can be written, and continued, task by task.
     """
     names = list(TASKS) if tasks is None else list(tasks)
     unknown = [n for n in names if n not in TASKS]
@@ -52,8 +58,19 @@ def evaluate_utility(
     if max_new_tokens >= max_length:
         raise UsageError(f"max_new_tokens must be below the model's {max_length}-token window")
     root = resolve_data_dir(data_dir)
+    recorded = {
+        "tasks": names,
+        "limit": limit,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "max_length": max_length,
+        "data_dir": str(root),
+    }
     results = {}
     for name in names:
+        if done and name in done:
+            results[name] = done[name]
+            continue
         settings = ScoringSettings(
             batch_size,
             max_new_tokens,
@@ -61,19 +78,19 @@ def evaluate_utility(
             partial(tqdm, desc=name, disable=not progress),
         )
         results[name] = _run_task(TASKS[name], model, tokenizer, root, limit, settings)
+        if after_task is not None and len(results) < len(names):
+            after_task(_result(results, recorded, complete=False))
+    return _result(results, recorded, complete=True)
+
+
+def _result(results: dict, settings: dict, complete: bool) -> dict:
     averages, averaged_over = _averages(results)
     return {
-        "tasks": results,
+        "tasks": dict(results),
         "averages": averages,
         "averaged_over": averaged_over,
-        "settings": {
-            "tasks": names,
-            "limit": limit,
-            "batch_size": batch_size,
-            "max_new_tokens": max_new_tokens,
-            "max_length": max_length,
-            "data_dir": str(root),
-        },
+        "complete": complete,
+        "settings": settings,
     }
 
 
