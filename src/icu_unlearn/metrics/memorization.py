@@ -208,7 +208,8 @@ def _score_group(model, seqs, t0s, pad_token_id, n, window, batch_size, decode_b
         next_mismatch.append(nxt)
         wanted = set(prefix_lengths(length, t0s[b], n, window)) | {t0s[b]}
         needed.extend(sorted({(b, nxt[p]) for p in wanted if nxt[p] is not None}))
-        accuracy.append(1.0 - sum(mismatch) / (length - 1))
+        # hits / positions, as Eq. 9 and the reference count them (bit for bit)
+        accuracy.append((length - 1 - sum(mismatch)) / (length - 1))
 
     decoded = _decode_from_cache(model, cache, seqs, greedy, needed, decode_batch_size)
 
