@@ -192,3 +192,30 @@ def test_a_deepspeed_config_that_agrees_is_filled_in():
     # the loop micro-batches and scales losses itself; DeepSpeed's numbers only agree
     assert ds["train_batch_size"] == 2 and ds["gradient_accumulation_steps"] == 1
     assert ds["gradient_clipping"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"method": "npo"}, {"method": "kumpr", "batch_size": "all"}],
+    ids=["npo", "kumpr-all"],
+)
+def test_other_methods_on_two_processes_equal_one(scenario, tmp_path, extra):
+    """The loop is the methods' one: a reference-model method (NPO) and KUMPR's one step
+    an epoch split over 2 processes give one process's losses and weights."""
+    settings = _settings(scenario, max_epochs=2, **extra)
+    config = tmp_path / "run.yaml"
+    config.write_text("".join(f"{k}: {v}\n" for k, v in settings.items() if "." not in k))
+    pool = ["--set", f"analogous.pool={scenario['pool']}"]
+    out = tmp_path / "two"
+    launched = _launch("ddp.yaml", "run", str(config), *pool, "--out", str(out))
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    pairs = [f"{k}={v}" for k, v in settings.items()]
+    one = unlearn(load_config(None, [*pairs, f"out={tmp_path / 'one'}"]), progress=False)
+    epochs = _rows(out / "epochs.jsonl")
+    assert [e["steps"] for e in epochs] == [e["steps"] for e in one.epochs]
+    for a, b in zip(one.epochs, epochs, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
+    first = load_file(one.model_dir / "model.safetensors")
+    second = load_file(out / "model" / "model.safetensors")
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=1e-4, atol=2e-5)
