@@ -124,7 +124,9 @@ def unlearn(
     if not resume:
         initial = _initial_scores(config, model, tokenizer, forget, thresholds, procs)
     with accelerator.main_process_first():  # the pool's embeddings are cached once
-        data, pair_stats, pair_rows = _method_data(config, method.needs(config), forget, tokenizer)
+        data, pair_stats, pair_rows = _method_data(
+            config, method.needs(config), forget, tokenizer, progress
+        )
     # Every input is checked by now: only from here on does the run write anything.
     if procs.main:
         if overwrite and not resume:
@@ -373,31 +375,38 @@ def _refine(run: _Run, rows: list[dict]) -> set[str]:
     """Eq. 5 on the active samples; beam search regenerates when num_beams > 1."""
     config = run.config.refinement
     active = [r for r in rows if r["id"] in run.active]
-    if config.num_beams > 1:
-        samples = [run.forget[r["id"]] for r in active]
-        gens = generate_continuations(
-            _unwrap(run),
-            [list(s.prefix_ids) for s in samples],
-            [len(s.suffix_ids) for s in samples],
-            run.tokenizer.pad_token_id,
-            num_beams=config.num_beams,
-            batch_size=run.config.eval_batch_size,
-        )
-        texts = [run.tokenizer.decode(g, skip_special_tokens=True) for g in gens]
-        refs = [s.suffix for s in samples]
-        bert = bertscore_f1(texts, refs, config.bertscore_model, config.bertscore_layers)
-        bleu = sentence_bleu(texts, refs)
-        for r, t, g, b, u in zip(active, texts, gens, bert, bleu, strict=True):
-            r |= {
-                "iur_generation": t,
-                "iur_bertscore_f1": b,
-                "iur_bleu": u,
-                "iur_entropy": token_entropy(g),
-            }
+    if config.num_beams > 1:  # each process regenerates its share; every one gets all
+        extras = run.procs.gather(_beam_check(run, run.procs.score_share(active)))
+        for r, extra in zip(active, extras, strict=True):
+            r |= extra
     key = "iur_" if config.num_beams > 1 else ""
     return {
         r["id"] for r in active if is_forgotten(r[f"{key}bertscore_f1"], r[f"{key}bleu"], config)
     }
+
+
+def _beam_check(run: _Run, rows: list[dict]) -> list[dict]:
+    """Beam-search generations of `rows`' samples with their BERTScore, BLEU, entropy."""
+    if not rows:
+        return []
+    config = run.config.refinement
+    samples = [run.forget[r["id"]] for r in rows]
+    gens = generate_continuations(
+        _unwrap(run),
+        [list(s.prefix_ids) for s in samples],
+        [len(s.suffix_ids) for s in samples],
+        run.tokenizer.pad_token_id,
+        num_beams=config.num_beams,
+        batch_size=run.config.eval_batch_size,
+    )
+    texts = [run.tokenizer.decode(g, skip_special_tokens=True) for g in gens]
+    refs = [s.suffix for s in samples]
+    bert = bertscore_f1(texts, refs, config.bertscore_model, config.bertscore_layers)
+    bleu = sentence_bleu(texts, refs)
+    return [
+        {"iur_generation": t, "iur_bertscore_f1": b, "iur_bleu": u, "iur_entropy": token_entropy(g)}
+        for t, g, b, u in zip(texts, gens, bert, bleu, strict=True)
+    ]
 
 
 def _stop_reason(run: _Run, row: dict) -> str | None:
@@ -542,7 +551,7 @@ def _load_probes(config: RunConfig, tokenizer, forget, vocab_size) -> dict:
     return probes
 
 
-def _method_data(config: RunConfig, needs: set, forget: list[ForgetSample], tokenizer):
+def _method_data(config: RunConfig, needs: set, forget: list[ForgetSample], tokenizer, progress):
     """What the method trains on besides the forget set, per forget sample, plus the
     pairing's statistics and pairs.jsonl rows (None when there is no pairing)."""
     data: dict[str, dict[str, list[ForgetSample]]] = {}
@@ -560,7 +569,7 @@ def _method_data(config: RunConfig, needs: set, forget: list[ForgetSample], toke
             )
 
     if PAIRS in needs:
-        data[PAIRS], stats, rows = _pairs(config, forget, forget_texts, pool, member_mask)
+        data[PAIRS], stats, rows = _pairs(config, forget, forget_texts, pool, member_mask, progress)
         data[PAIRS] = {fid: [pool_sample(i) for i in idx] for fid, idx in data[PAIRS].items()}
     if MISMATCH in needs:
         candidates = [i for i, member in enumerate(member_mask) if not member]
@@ -589,7 +598,7 @@ def _seeded_index(key: str, n: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n
 
 
-def _pairs(config: RunConfig, forget, forget_texts, pool, member_mask):
+def _pairs(config: RunConfig, forget, forget_texts, pool, member_mask, progress: bool):
     """Each forget sample's k analogous pool rows (paper Eq. 2), with what pairs.jsonl holds."""
     import numpy as np
 
@@ -597,7 +606,7 @@ def _pairs(config: RunConfig, forget, forget_texts, pool, member_mask):
     pairing = pair(
         [s.id for s in forget],
         embed(forget_texts, a.encoder),
-        embed(pool.texts, a.encoder, progress=True),
+        embed(pool.texts, a.encoder, progress=progress),
         np.array(member_mask),
         a.k,
         a.max_similarity,

@@ -196,18 +196,23 @@ def test_a_deepspeed_config_that_agrees_is_filled_in():
 
 @pytest.mark.parametrize(
     "extra",
-    [{"method": "npo"}, {"method": "kumpr", "batch_size": "all"}],
-    ids=["npo", "kumpr-all"],
+    [
+        {"method": "npo"},
+        {"method": "kumpr", "batch_size": "all"},
+        {"method": "icu", "refinement.num_beams": 2},
+    ],
+    ids=["npo", "kumpr-all", "icu-beam-iur"],
 )
 def test_other_methods_on_two_processes_equal_one(scenario, tmp_path, extra):
-    """The loop is the methods' one: a reference-model method (NPO) and KUMPR's one step
-    an epoch split over 2 processes give one process's losses and weights."""
+    """The loop is the methods' one: a reference-model method (NPO), KUMPR's one step an
+    epoch, and ICU whose IUR check regenerates with beam search (each process its share)
+    split over 2 processes give one process's losses, checks and weights."""
     settings = _settings(scenario, max_epochs=2, **extra)
     config = tmp_path / "run.yaml"
     config.write_text("".join(f"{k}: {v}\n" for k, v in settings.items() if "." not in k))
-    pool = ["--set", f"analogous.pool={scenario['pool']}"]
+    dotted = [x for k, v in settings.items() if "." in k for x in ("--set", f"{k}={v}")]
     out = tmp_path / "two"
-    launched = _launch("ddp.yaml", "run", str(config), *pool, "--out", str(out))
+    launched = _launch("ddp.yaml", "run", str(config), *dotted, "--out", str(out))
     assert launched.returncode == 0, launched.stderr[-3000:]
     pairs = [f"{k}={v}" for k, v in settings.items()]
     one = unlearn(load_config(None, [*pairs, f"out={tmp_path / 'one'}"]), progress=False)
@@ -215,6 +220,14 @@ def test_other_methods_on_two_processes_equal_one(scenario, tmp_path, extra):
     assert [e["steps"] for e in epochs] == [e["steps"] for e in one.epochs]
     for a, b in zip(one.epochs, epochs, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
+        assert a["removed"] == b["removed"]
+    if "refinement.num_beams" in extra:  # the beam check's own scores, from both processes
+        rows = [r for r in _rows(out / "samples.jsonl") if r["epoch"] > 0 and r["active"]]
+        expected = [r for r in one.samples if r["epoch"] > 0 and r["active"]]
+        assert len(rows) == len(expected) > 0
+        for a, b in zip(expected, rows, strict=True):
+            assert a["id"] == b["id"] and a["iur_generation"] == b["iur_generation"]
+            assert a["iur_bertscore_f1"] == pytest.approx(b["iur_bertscore_f1"], abs=1e-6)
     first = load_file(one.model_dir / "model.safetensors")
     second = load_file(out / "model" / "model.safetensors")
     for key in first:
