@@ -241,7 +241,7 @@ def _cmd_utility(args: argparse.Namespace) -> int:
         rows.append([name, "mean", "–" if value is None else f"{value:.4f}", "", ""])
     print(_table(rows))
     if out is not None:
-        atomic_write_json(out / "utility.json", result)
+        write(result)
         print(f"wrote {out / 'utility.json'}")
     return 0
 

@@ -142,7 +142,7 @@ def check_launch(accelerator: Accelerator, batch_size, grad_accum: int) -> None:
             ("FSDP", "ACCELERATE_USE_FSDP"),
             ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"),
         )
-        if os.environ.get(var, "false").lower() in ("1", "true")
+        if _asked(var)
     ]
     kind = accelerator.distributed_type
     if asked and kind not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
