@@ -58,6 +58,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-epochs", type=int, default=30)
     parser.add_argument("--pool-limit", type=int, default=2000)
+    parser.add_argument(
+        "--el-window",
+        action="store_true",
+        help="EL over prefix lengths >= t0 (the authors' code): a quarter of the decoding",
+    )
     parser.add_argument("--out", default=str(ROOT / "runs" / "cpu_protocol"))
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
@@ -100,6 +105,7 @@ def main() -> None:
                     f"batch_size={args.batch_size}",
                     f"max_epochs={args.max_epochs}",
                     f"analogous.pool_limit={args.pool_limit}",
+                    f"stop.el_window={str(args.el_window).lower()}",
                     f"out={run_dir}",
                 ],
             )
@@ -123,7 +129,9 @@ def main() -> None:
         f"this invocation {minutes:.0f} min; {time.strftime('%Y-%m-%d')}  \n"
         f"Forget set {args.forget} ({len(forget)} sequences) planted together with "
         f"{len(keep)} sequences to keep ({keep_spec}); lr {args.lr}, batch {args.batch_size}, "
-        f"at most {args.max_epochs} epochs; utility on the first {args.limit} examples of each task.  \n"
+        f"at most {args.max_epochs} epochs; EL over "
+        f"{'prefix lengths >= t0' if args.el_window else 'every prefix length'}; "
+        f"utility on the first {args.limit} examples of each task.  \n"
         f"Planted model's utility: {planted_row}\n\n" + markdown_table(runs)
     )
     (results / "cpu_protocol.md").write_text(text)

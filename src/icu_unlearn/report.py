@@ -35,6 +35,12 @@ class RunRecord:
         return f"el_{self.manifest['config']['stop']['el_n']}"
 
     @property
+    def el_label(self) -> str:
+        """ "EL10", or "EL10 (p>=t0)" for a run that averaged over prefix lengths >= t0 only."""
+        stop = self.manifest["config"]["stop"]
+        return f"EL{stop['el_n']}" + (" (p>=t0)" if stop.get("el_window") else "")
+
+    @property
     def seconds(self) -> float:
         return sum(e.get("seconds", 0.0) for e in self.epochs)
 
@@ -114,9 +120,8 @@ def comparison_rows(runs: list[RunRecord]) -> list[dict]:
 def markdown_table(runs: list[RunRecord]) -> str:
     rows = comparison_rows(runs)
     shown = [c for c in COLUMNS + UTILITY_COLUMNS if any(r[c[0]][1] is not None for r in rows)]
-    el_n = runs[0].el_key.split("_")[1] if runs else "10"
     heads = ["run", "method", "status", "epochs", "min"]
-    heads += [f"EL{el_n}" if c == "EL" else c for c, _, _ in shown]
+    heads += [_el_label(runs) if c == "EL" else c for c, _, _ in shown]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in rows:
         cells = [r["run"], r["method"], r["status"], str(r["epochs"]), f"{r['minutes']:.1f}"]
@@ -214,7 +219,7 @@ def _curves(runs: list[RunRecord]) -> str:
                     points.insert(0, (0, start))
                 if points:
                     ax.plot(*zip(*points, strict=True), marker=".", label=run.name)
-            ax.set_title(title or f"EL{run.el_key.split('_')[1]}")
+            ax.set_title(title or run.el_label)
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
@@ -243,7 +248,7 @@ def _timeline_plot(run: RunRecord) -> str:
                 ax.plot(t["removed_at"], i, marker="x", color="red", markersize=8)
         ax.set_yticks(range(len(timeline)), [t["id"] for t in timeline], fontsize=7)
         ax.set_xlabel("epoch (x: removed from the active set by IUR)")
-        ax.set_title(f"{run.name}: {run.el_key.upper()} per sample and epoch")
+        ax.set_title(f"{run.name}: {run.el_label} per sample and epoch")
         fig.colorbar(image, ax=ax, fraction=0.03)
         return fig
 
@@ -266,6 +271,16 @@ def render_markdown(runs: list[RunRecord], redact: bool = False) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _el_label(runs: list[RunRecord]) -> str:
+    labels = {r.el_label for r in runs}
+    if len(labels) > 1:
+        raise UsageError(
+            f"the runs measured EL differently ({', '.join(sorted(labels))}); "
+            "compare runs with the same stop.el_n and stop.el_window"
+        )
+    return labels.pop() if labels else "EL10"
+
+
 def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", "⏎").replace("\r", "")
 
@@ -275,7 +290,7 @@ def render_html(runs: list[RunRecord], redact: bool = False) -> str:
     rows = comparison_rows(runs)
     shown = [c for c in COLUMNS + UTILITY_COLUMNS if any(r[c[0]][1] is not None for r in rows)]
     head = "".join(f"<th>{esc(h)}</th>" for h in ["run", "method", "status", "epochs", "min"])
-    head += "".join(f"<th>{esc(c)}</th>" for c, _, _ in shown)
+    head += "".join(f"<th>{esc(_el_label(runs) if c == 'EL' else c)}</th>" for c, _, _ in shown)
     body = ""
     for r in rows:
         cells = [r["run"], r["method"], r["status"], str(r["epochs"]), f"{r['minutes']:.1f}"]

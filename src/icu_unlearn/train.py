@@ -363,6 +363,7 @@ def _score(model, tokenizer, samples, config: RunConfig, procs, timings=None) ->
         return procs.gather([])
     settings = EvalSettings(
         el_n=config.stop.el_n,
+        el_window=config.stop.el_window,
         batch_size=config.eval_batch_size,
         decode_batch_size=config.eval_decode_batch_size,
         bertscore_model=config.refinement.bertscore_model,
@@ -430,6 +431,7 @@ def _mean_el_ma(model, pad_token_id: int, samples, config: RunConfig, procs):
             [s.prefix_length for s in mine],
             pad_token_id,
             n=config.stop.el_n,
+            window=config.stop.el_window,
             batch_size=config.eval_batch_size,
             decode_batch_size=config.eval_decode_batch_size,
         )

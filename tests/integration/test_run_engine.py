@@ -11,6 +11,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from icu_unlearn import evaluate, load_config, unlearn
+from icu_unlearn.evaluate import EvalSettings
+from icu_unlearn.report import load_run, markdown_table
 from tests.integration.test_eval_cli import run_cli
 
 
@@ -198,3 +200,31 @@ def test_gradient_accumulation_does_not_change_the_run(scenario, tmp_path):
         weights = load_file(other.model_dir / "model.safetensors")
         for key in first:
             torch.testing.assert_close(first[key], weights[key], rtol=1e-4, atol=1e-6)
+
+
+def test_el_window_scores_prefix_lengths_from_t0_in_the_run_and_its_thresholds(scenario, tmp_path):
+    """`stop.el_window: true` makes every EL of a run (forget set, auto thresholds) the
+    window variant, as `eval --el-window` computes it, and the report says so."""
+    result = unlearn(
+        _config(
+            scenario,
+            tmp_path / "window",
+            max_epochs=1,
+            **{
+                "stop.el_window": "true",
+                "stop.thresholds": "auto",
+                "stop.heldout": "lm-extraction:ids=300-303",
+            },
+        ),
+        progress=False,
+    )
+    window = EvalSettings(el_window=True)
+    heldout = evaluate(str(scenario["planted_model"]), "lm-extraction:ids=300-303", settings=window)
+    forget = evaluate(
+        str(scenario["planted_model"]), str(scenario["forget"]), settings=window, prefix_length=20
+    )
+    full = evaluate(str(scenario["planted_model"]), str(scenario["forget"]), prefix_length=20)
+    assert result.manifest["thresholds"]["el_max"] == pytest.approx(heldout.summary["el_10"])
+    assert result.manifest["before"]["el_10"] == pytest.approx(forget.summary["el_10"])
+    assert forget.summary["el_10"] != pytest.approx(full.summary["el_10"])
+    assert "EL10 (p>=t0)" in markdown_table([load_run(result.out)])
