@@ -2,7 +2,10 @@
 
     ICU_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_memorization.py
 
-Writes benchmarks/results/bench_memorization.{json,md}.
+Writes benchmarks/results/bench_memorization.{json,md}. The fast path decodes only where the
+model's greedy token departs from the text, so its lead grows with memorization; for a model
+that has memorized the samples (the case unlearning starts from), plant them first and pass
+that model, e.g. `--model runs/cpu32/planted --name bench_memorization_planted`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -28,6 +32,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--el-n", type=int, default=10)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--name", default="bench_memorization", help="result file stem")
     args = parser.parse_args()
 
     model, tokenizer = load_model_and_tokenizer(args.model)
@@ -78,16 +83,17 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or platform.platform()}",
         "torch": torch.__version__,
         "date": date.today().isoformat(),
-        "command": "ICU_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_memorization.py",
+        "command": "ICU_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_memorization.py "
+        + " ".join(sys.argv[1:]),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_memorization.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# EL/MA: fast path vs reference per-prefix generate loop", ""]
     lines += [f"| {k} | {v} |" for k, v in result.items() if k != "tokens_per_sample"]
     lines.insert(2, "| key | value |")
     lines.insert(3, "| --- | --- |")
-    (out / "bench_memorization.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(result, indent=2))
 
 
