@@ -118,6 +118,14 @@ def main() -> None:
     results = Path(args.results)
     write_report([r.path for r in runs], results / "cpu_protocol_report.html", redact=True)
     minutes = (time.perf_counter() - started) / 60
+    # what the whole protocol cost, however many invocations it took: planting, every
+    # run's epochs and every utility evaluation, as each recorded its own seconds
+    utilities = [planted / "utility.json"] + [r.path / "utility.json" for r in runs]
+    recorded = json.loads((planted / "memorize.json").read_text())["seconds"]
+    recorded += sum(r.seconds for r in runs)
+    recorded += sum(
+        t["seconds"] for u in utilities for t in json.loads(u.read_text())["tasks"].values()
+    )
     planted_row = " | ".join(
         f"{k} {v:.4f}" for k, v in _headline(planted_utility).items() if v is not None
     )
@@ -126,7 +134,8 @@ def main() -> None:
         f"Command: `ICU_DATA_DIR=../shared/data .venv/bin/python benchmarks/cpu_protocol.py "
         f"{' '.join(sys.argv[1:])}`  \n"
         f"Machine: {platform.machine()}, {platform.system()}, CPU only; "
-        f"this invocation {minutes:.0f} min; {time.strftime('%Y-%m-%d')}  \n"
+        f"{recorded / 60:.0f} min of recorded compute in all (this invocation {minutes:.0f} min); "
+        f"{time.strftime('%Y-%m-%d')}  \n"
         f"Forget set {args.forget} ({len(forget)} sequences) planted together with "
         f"{len(keep)} sequences to keep ({keep_spec}); lr {args.lr}, batch {args.batch_size}, "
         f"at most {args.max_epochs} epochs; EL over "
