@@ -44,12 +44,27 @@ def bertscore_f1(
     num_layers: int = DEFAULT_BERTSCORE_LAYERS,
     batch_size: int = 32,
 ) -> list[float]:
-    """BERTScore F1 per pair, from the `bert-score` library (no baseline rescaling)."""
-    if not candidates:
-        return []
-    scorer = _scorer(model_type or default_bertscore_model(), num_layers, batch_size)
-    _, _, f1 = scorer.score(list(candidates), list(references))
-    return [float(x) for x in f1]
+    """BERTScore F1 per pair, from the `bert-score` library (no baseline rescaling).
+
+    A pair with an empty (or whitespace-only) side scores 0, as the library defines
+    it; the library cannot score such pairs under transformers 5 itself (it encodes an
+    empty sentence with `build_inputs_with_special_tokens`, which fast tokenizers no
+    longer have), and a model being unlearned does generate empty suffixes.
+    """
+    f1 = [0.0] * len(candidates)
+    scored = [
+        i
+        for i, (c, r) in enumerate(zip(candidates, references, strict=True))
+        if c.strip() and r.strip()
+    ]
+    if scored:
+        scorer = _scorer(model_type or default_bertscore_model(), num_layers, batch_size)
+        _, _, values = scorer.score(
+            [candidates[i] for i in scored], [references[i] for i in scored]
+        )
+        for i, value in zip(scored, values, strict=True):
+            f1[i] = float(value)
+    return f1
 
 
 def token_entropy(token_ids: Sequence[int]) -> float:
