@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--lr", type=float, default=1e-4, help="configs/smollm2-cpu.yaml")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--grad-accum", type=int, default=1, help="micro-batches a step: same update, less memory"
+    )
     parser.add_argument("--max-epochs", type=int, default=30)
     parser.add_argument("--pool-limit", type=int, default=2000)
     parser.add_argument(
@@ -103,6 +106,7 @@ def main() -> None:
                     f"probe.retain={keep_spec}",
                     f"lr={args.lr}",
                     f"batch_size={args.batch_size}",
+                    f"grad_accum={args.grad_accum}",
                     f"max_epochs={args.max_epochs}",
                     f"analogous.pool_limit={args.pool_limit}",
                     f"stop.el_window={str(args.el_window).lower()}",
