@@ -652,6 +652,8 @@ def _restore(run: _Run, path: Path) -> None:
     run.probe_before = state["probe_before"]
     if run.status == "max_epochs" and run.epoch < run.config.max_epochs:
         run.status = None  # extended: go on
+    elif run.status is None and run.epoch >= run.config.max_epochs:
+        run.status = "max_epochs"  # cut short: finish at the checkpoint, train no further
     if run.procs.main:
         atomic_write_text(run.out / "config.yaml", dump_config(run.config))
     _write_logs(run)

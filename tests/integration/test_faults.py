@@ -60,6 +60,26 @@ def _assert_same(a, b):
         torch.testing.assert_close(weights_a[key], weights_b[key], rtol=1e-5, atol=1e-6)
 
 
+def test_a_killed_run_resumed_with_fewer_epochs_finishes_at_its_checkpoint(scenario, tmp_path):
+    """Killed in epoch 3 of 4, then resumed with max_epochs=2: the run ends at once as
+    max_epochs with the epoch-2 checkpoint's weights, and trains no further epoch."""
+    out = tmp_path / "cut"
+    killed = run_cli(*_args(scenario, out), env={"ICU_UNLEARN_FAULT": "train_step:3"})
+    assert killed.returncode == -signal.SIGKILL
+    survivor = checkpoint.latest(out / "checkpoints")
+    assert survivor.name == "epoch-2"
+    saved = load_file(survivor / "model.safetensors")
+    args = _args(scenario, out)
+    args[args.index("max_epochs=4")] = "max_epochs=2"
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    manifest, epochs, _, weights = _final(out)
+    assert manifest["status"] == "max_epochs" and manifest["epochs"] == 2 and len(epochs) == 2
+    assert saved.keys() & weights.keys()
+    for key in saved.keys() & weights.keys():  # a tied head is stored once in the model
+        torch.testing.assert_close(weights[key], saved[key], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("point", ["train_step:2", "iur_check:2", "checkpoint_write:3"])
 def test_sigkill_then_resume_equals_an_uninterrupted_run(scenario, uninterrupted, tmp_path, point):
     out = tmp_path / "killed"
