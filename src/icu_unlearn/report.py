@@ -36,7 +36,7 @@ class RunRecord:
 
     @property
     def el_label(self) -> str:
-        """ "EL10", or "EL10 (p>=t0)" for a run that averaged over prefix lengths >= t0 only."""
+        """The EL column's name: EL10, or EL10 (p>=t0) where a run averaged over p >= t0 only."""
         stop = self.manifest["config"]["stop"]
         return f"EL{stop['el_n']}" + (" (p>=t0)" if stop.get("el_window") else "")
 
