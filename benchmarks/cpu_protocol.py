@@ -90,6 +90,7 @@ def main() -> None:
         )
         print(f"planted {len(forget) + len(keep)} sequences in {report['epochs']} epochs")
     planted_utility = _utility(str(planted), planted / "utility.json", tasks, args.limit)
+    utilities = [planted_utility]
 
     for method in args.methods.split(","):
         run_dir = out / method
@@ -116,7 +117,9 @@ def main() -> None:
             resume = (run_dir / "checkpoints" / "LATEST").is_file()
             result = unlearn(config, resume=resume, overwrite=not resume)
             print(f"{method}: {result.status} after {result.manifest['epochs']} epochs")
-        _utility(str(run_dir / "model"), run_dir / "utility.json", tasks, args.limit)
+        utilities.append(
+            _utility(str(run_dir / "model"), run_dir / "utility.json", tasks, args.limit)
+        )
 
     runs = [load_run(out / m) for m in args.methods.split(",")]
     results = Path(args.results)
@@ -124,12 +127,9 @@ def main() -> None:
     minutes = (time.perf_counter() - started) / 60
     # what the whole protocol cost, however many invocations it took: planting, every
     # run's epochs and every utility evaluation, as each recorded its own seconds
-    utilities = [planted / "utility.json"] + [r.path / "utility.json" for r in runs]
     recorded = json.loads((planted / "memorize.json").read_text())["seconds"]
     recorded += sum(r.seconds for r in runs)
-    recorded += sum(
-        t["seconds"] for u in utilities for t in json.loads(u.read_text())["tasks"].values()
-    )
+    recorded += sum(t["seconds"] for u in utilities for t in u["tasks"].values())
     planted_row = " | ".join(
         f"{k} {v:.4f}" for k, v in _headline(planted_utility).items() if v is not None
     )
