@@ -18,7 +18,7 @@ Two paths compute them:
   only mismatch positions need decoding. Each decodes from the KV cache of the
   one forward pass (positions >= q masked out, no re-prefill), its first token
   is that pass's argmax, and rows are ordered by remaining length so finished
-  rows leave the batch.
+  rows leave the batch (once they are half of it).
 
 Both treat EOS as an ordinary token (no early stop).
 """
@@ -188,6 +188,24 @@ def _greedy_next_tokens(model, seqs, pad_token_id, batch_size):
     return greedy
 
 
+def _decoding_plan(seq, greedy_next, t0, n, window):
+    """Which mismatch positions of one sequence need decoding.
+
+    `greedy_next[q - 1]` is the greedy token after x[:q]. Returns `nxt` (nxt[p]: the
+    first mismatch position >= p, or None), the sorted positions q to decode for
+    the prefix lengths EL averages over and for t0, and the number of MA hits.
+    """
+    length = len(seq)
+    # mismatch[q]: the greedy token after x[:q] is not x_q, for q = 1..T-1
+    mismatch = [False] + [greedy_next[q - 1] != seq[q] for q in range(1, length)]
+    nxt: list[int | None] = [None] * (length + 1)
+    for q in range(length - 1, 0, -1):
+        nxt[q] = q if mismatch[q] else nxt[q + 1]
+    wanted = set(prefix_lengths(length, t0, n, window)) | {t0}
+    positions = sorted({nxt[p] for p in wanted if nxt[p] is not None})
+    return nxt, positions, length - 1 - sum(mismatch)
+
+
 def _score_group(model, seqs, t0s, pad_token_id, n, window, batch_size, decode_batch_size):
     device = model_device(model)
     greedy = _greedy_next_tokens(model, seqs, pad_token_id, batch_size)
@@ -199,17 +217,11 @@ def _score_group(model, seqs, t0s, pad_token_id, n, window, batch_size, decode_b
     needed: list[tuple[int, int]] = []  # decoding rows (sequence, mismatch position q)
     next_mismatch: list[list[int | None]] = []
     for b, seq in enumerate(seqs):
-        length = len(seq)
-        # mismatch[q]: the greedy token after x[:q] is not x_q, for q = 1..T-1
-        mismatch = [False] + [int(greedy[b, q - 1]) != seq[q] for q in range(1, length)]
-        nxt: list[int | None] = [None] * (length + 1)
-        for q in range(length - 1, 0, -1):
-            nxt[q] = q if mismatch[q] else nxt[q + 1]
+        nxt, positions, hits = _decoding_plan(seq, greedy[b].tolist(), t0s[b], n, window)
         next_mismatch.append(nxt)
-        wanted = set(prefix_lengths(length, t0s[b], n, window)) | {t0s[b]}
-        needed.extend(sorted({(b, nxt[p]) for p in wanted if nxt[p] is not None}))
+        needed.extend((b, q) for q in positions)
         # hits / positions, as Eq. 9 and the reference count them (bit for bit)
-        accuracy.append((length - 1 - sum(mismatch)) / (length - 1))
+        accuracy.append(hits / (len(seq) - 1))
 
     decoded = _decode_from_cache(model, cache, seqs, greedy, needed, decode_batch_size)
 
@@ -260,7 +272,10 @@ def _decode_from_cache(model, cache, seqs, greedy, rows, decode_batch_size):
         for s in range(steps[0]):
             while steps[active - 1] <= s:  # sorted: finished rows are the tail
                 active -= 1
-            if active < tok.shape[0]:
+            # Dropping finished rows copies every layer's cache, which on a CPU cost more
+            # than decoding the finished rows a while longer: drop them once they are half
+            # the batch. Their tokens are computed and ignored.
+            if active <= tok.shape[0] // 2:
                 row_cache.batch_select_indices(torch.arange(active, device=device))
                 base, tok, starts = base[:active], tok[:active], starts[:active]
             attention = torch.cat([base, base.new_ones(base.shape[0], s + 1)], dim=1)
