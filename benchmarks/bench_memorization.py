@@ -5,7 +5,8 @@
 Writes benchmarks/results/bench_memorization.{json,md}. The fast path decodes only where the
 model's greedy token departs from the text, so its lead grows with memorization; for a model
 that has memorized the samples (the case unlearning starts from), plant them first and pass
-that model, e.g. `--model runs/cpu32/planted --name bench_memorization_planted`.
+that model, e.g. `--model runs/cpu32/planted --name bench_memorization_planted` (the
+planted model `benchmarks/cpu_protocol.py` writes).
 """
 
 from __future__ import annotations
