@@ -171,7 +171,7 @@ def memorization_accuracy(
     seqs = [list(s) for s in sequences]
     greedy = _greedy_next_tokens(model, seqs, pad_token_id, batch_size)
     return [
-        sum(int(greedy[b, q - 1]) == seq[q] for q in range(1, len(seq))) / (len(seq) - 1)
+        (len(seq) - 1 - sum(_mismatches(seq, greedy[b].tolist()))) / (len(seq) - 1)
         for b, seq in enumerate(seqs)
     ]
 
@@ -188,6 +188,11 @@ def _greedy_next_tokens(model, seqs, pad_token_id, batch_size):
     return greedy
 
 
+def _mismatches(seq, greedy_next):
+    """mismatch[q]: the greedy token after x[:q] (`greedy_next[q - 1]`) is not x_q; q = 0..T-1."""
+    return [False] + [greedy_next[q - 1] != seq[q] for q in range(1, len(seq))]
+
+
 def _decoding_plan(seq, greedy_next, t0, n, window):
     """Which mismatch positions of one sequence need decoding.
 
@@ -196,8 +201,7 @@ def _decoding_plan(seq, greedy_next, t0, n, window):
     the prefix lengths EL averages over and for t0, and the number of MA hits.
     """
     length = len(seq)
-    # mismatch[q]: the greedy token after x[:q] is not x_q, for q = 1..T-1
-    mismatch = [False] + [greedy_next[q - 1] != seq[q] for q in range(1, length)]
+    mismatch = _mismatches(seq, greedy_next)
     nxt: list[int | None] = [None] * (length + 1)
     for q in range(length - 1, 0, -1):
         nxt[q] = q if mismatch[q] else nxt[q + 1]
