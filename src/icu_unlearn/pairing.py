@@ -3,9 +3,10 @@
 Pool and forget samples are embedded with a sentence encoder (all-MiniLM-L6-v2 by
 default); each forget sample is paired with its nearest pool neighbours by cosine
 similarity (faiss inner product on unit vectors). Forget members are never
-chosen, and neither are near-copies of a forget sample (similarity above
-`max_similarity`): on lm-extraction, licence and code boilerplate has neighbours
-that are almost the same text, and learning them undoes the forgetting.
+chosen, and neither is a near-copy of any forget sample (similarity above
+`max_similarity`), for any forget sample: on lm-extraction, licence and code
+boilerplate has neighbours that are almost the same text, and learning a
+near-copy of A undoes A's forgetting whichever sample it was paired with.
 Ties are broken by pool index, so pairing is deterministic.
 """
 
@@ -15,7 +16,7 @@ import hashlib
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
@@ -35,7 +36,8 @@ class Pair:
 class Pairing:
     pairs: dict[str, list[Pair]]  # forget id -> its k learn samples, nearest first
     excluded_members: int  # pool rows identical to a forget sample
-    excluded_near_copies: int  # neighbours above the similarity ceiling
+    excluded_near_copies: int  # other pool rows above the ceiling for some forget sample
+    near_copies: dict[int, str] = field(default_factory=dict)  # such a row -> the id it copies
 
     def to_rows(self) -> list[dict]:
         return [
@@ -87,38 +89,36 @@ def pair(
     k: int = 1,
     max_similarity: float = 0.9,
 ) -> Pairing:
-    """k nearest allowed pool rows for each forget vector (cosine, ties by pool index)."""
+    """k nearest allowed pool rows for each forget vector (cosine, ties by pool index).
+
+    Allowed: not a member, and not a near-copy of any forget sample.
+    """
     import faiss
 
     index = faiss.IndexFlatIP(pool_vectors.shape[1])
     index.add(pool_vectors)
+    near_copies = {
+        j: forget_ids[i]
+        for j, i in _near_copies(index, forget_vectors, max_similarity).items()
+        if not member_mask[j]
+    }
     allowed = ~member_mask
-    excluded_members = int(member_mask.sum())
-    near_copies = 0
+    allowed[list(near_copies)] = False
+    excluded = len(pool_vectors) - int(allowed.sum())
     pairs: dict[str, list[Pair]] = {}
-    search = min(len(pool_vectors), max(4 * k + excluded_members, 16))
+    search = min(len(pool_vectors), max(4 * k + excluded, 16))
     for i, forget_id in enumerate(forget_ids):
         while True:
             sims, idx = index.search(forget_vectors[i : i + 1], search)
-            # rounding makes float noise a tie, and ties go to the lower pool index
             candidates = sorted(
                 (
-                    (round(float(s), 5), int(j))
+                    (_rounded(s), int(j))
                     for s, j in zip(sims[0], idx[0], strict=True)
-                    if j >= 0
+                    if j >= 0 and allowed[j]
                 ),
                 key=lambda c: (-c[0], c[1]),
             )
-            chosen, skipped = [], 0
-            for s, j in candidates:
-                if not allowed[j]:
-                    continue
-                if s > max_similarity:
-                    skipped += 1
-                    continue
-                chosen.append(Pair(forget_id, j, s))
-                if len(chosen) == k:
-                    break
+            chosen = [Pair(forget_id, j, s) for s, j in candidates[:k]]
             if len(chosen) == k or search >= len(pool_vectors):
                 break
             search = min(len(pool_vectors), search * 4)
@@ -129,6 +129,26 @@ def pair(
                 f"forget sample {forget_id!r} has only {len(chosen)} allowed pool neighbours "
                 f"of the {k} asked; give a larger analogous.pool or raise analogous.max_similarity"
             )
-        near_copies += skipped
         pairs[forget_id] = chosen
-    return Pairing(pairs, excluded_members, near_copies)
+    return Pairing(pairs, int(member_mask.sum()), len(near_copies), near_copies)
+
+
+def _rounded(similarity) -> float:
+    # float noise becomes a tie (ties go to the lower pool index), and the ceiling
+    # is compared on the same rounded value that the pairs record
+    return round(float(similarity), 5)
+
+
+def _near_copies(index, forget_vectors: np.ndarray, max_similarity: float) -> dict[int, int]:
+    """Pool row -> the forget row it is most similar to, for every row above the ceiling."""
+    # faiss keeps similarities strictly above the radius; the margin lets the rounded
+    # comparison decide at the boundary
+    limits, sims, rows = index.range_search(forget_vectors, max_similarity - 1e-4)
+    best: dict[int, tuple[float, int]] = {}
+    for i in range(len(forget_vectors)):
+        span = slice(limits[i], limits[i + 1])
+        for s, j in zip(sims[span], rows[span], strict=True):
+            s, j = _rounded(s), int(j)
+            if s > max_similarity and (j not in best or s > best[j][0]):
+                best[j] = (s, i)
+    return {j: i for j, (_, i) in sorted(best.items())}

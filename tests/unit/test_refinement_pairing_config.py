@@ -53,6 +53,45 @@ def test_pairing_excludes_members_and_near_copies_deterministically():
     assert [p.pool_index for p in two.pairs["a"]] == [3, 2]
 
 
+def test_a_near_copy_of_one_forget_sample_is_never_anothers_pair():
+    """Pool row 0 is a near-copy of A (cos 0.95 > 0.9) and B's nearest row (cos 0.82):
+    learning it as B's pair would teach A back, so it is excluded for every sample."""
+    forget = _unit([[1, 0, 0], [0.6, 0.8, 0]])  # A, B
+    pool = _unit(
+        [
+            [0.95, 0.3122, 0],  # 0: cos 0.950 to A, 0.820 to B
+            [0, 1, 0],  # 1: cos 0.8 to B, 0 to A
+            [0.7, 0, 0.7141],  # 2: cos 0.7 to A, 0.42 to B
+        ]
+    )
+    result = pair(["a", "b"], forget, pool, np.zeros(3, dtype=bool), k=1, max_similarity=0.9)
+    assert [p.pool_index for p in result.pairs["a"]] == [2]
+    assert [p.pool_index for p in result.pairs["b"]] == [1]
+    assert result.excluded_members == 0
+    assert result.excluded_near_copies == 1 and result.near_copies == {0: "a"}
+    two = pair(["a", "b"], forget, pool, np.zeros(3, dtype=bool), k=2, max_similarity=0.9)
+    assert all(0 not in [p.pool_index for p in ps] for ps in two.pairs.values())
+
+
+def test_near_copies_are_counted_once_however_many_samples_they_copy():
+    """Row 0 is above the ceiling for both A (cos 0.990) and B (0.989): one excluded row,
+    attributed to the sample it is closest to; a member is counted as a member only."""
+    forget = _unit([[1, 0, 0], [0.96, 0.28, 0]])
+    pool = _unit(
+        [
+            [1, 0.14, 0],  # 0: a near-copy of both
+            [0, 0, 1],  # 1: cos 0 to both
+            [0.5, 0, 0.866],  # 2: cos 0.50 to A, 0.48 to B
+            [1, 0, 0],  # 3: A itself, a member
+        ]
+    )
+    members = np.array([False, False, False, True])
+    result = pair(["a", "b"], forget, pool, members, k=1, max_similarity=0.9)
+    assert result.pairs["a"][0].pool_index == 2 and result.pairs["b"][0].pool_index == 2
+    assert (result.excluded_members, result.excluded_near_copies) == (1, 1)
+    assert result.near_copies == {0: "a"}
+
+
 def test_pairing_runs_out_of_neighbours_clearly():
     forget = _unit([[1, 0]])
     pool = _unit([[1, 0], [1, 0.01]])
