@@ -87,10 +87,10 @@ class BigramLM(torch.nn.Module):
 
 
 def test_choice_scoring_hand_worked_acc_and_acc_norm_differ():
-    """Example 0, context "Q:", answers "a b" (3 bytes) and "cccccccc" (8 bytes), gold 1:
+    """Example 0, context "Q:", answers "a b" (3 characters) and "cccccccc" (8), gold 1:
     ll("a b") = ln P(a|Q:) + ln P(b|a) = ln .5 + ln .5 = -1.3863 -> acc picks 0;
-    ll("cccccccc") = ln .1 = -2.3026; per byte -1.3863/3 = -0.4621 < -2.3026/8 = -0.2878
-    -> acc_norm picks 1. Example 1, context "R:", answers "a" / "b" (1 byte each), gold 1:
+    ll("cccccccc") = ln .1 = -2.3026; per character -1.3863/3 = -0.4621 < -2.3026/8 = -0.2878
+    -> acc_norm picks 1. Example 1, context "R:", answers "a" / "b" (1 character each), gold 1:
     ln .2 vs ln .6 -> both pick 1. acc = 1/2, acc_norm = 2/2."""
     tok = word_tokenizer(["Q:", "R:", "a", "b", "cccccccc"])
     model = BigramLM(
@@ -110,11 +110,25 @@ def test_choice_scoring_hand_worked_acc_and_acc_norm_differ():
     assert score.extra["acc_norm"] == 1.0
 
 
+def test_acc_norm_divides_by_characters_not_bytes():
+    """Answers "ééé" (3 characters, 6 UTF-8 bytes) and "abcd" (4 and 4), gold 1:
+    ll = ln .1 = -2.3026 and ln .2 = -1.6094. Per character (the harness's len):
+    -0.7675 < -0.4024 -> acc_norm picks 1; per byte it would pick 0 (-0.3838 > -0.4024)."""
+    tok = word_tokenizer(["Q:", "ééé", "abcd"])
+    model = BigramLM(tok, {"Q:": {"ééé": 0.1, "abcd": 0.2}})
+    example = choice_example(0, "Q:", ["ééé", "abcd"], gold=1)
+    assert example.norm_chars == (3, 4)
+    record = score_choices(model, tok, [example], SETTINGS).examples[0]
+    assert record["loglikelihoods"] == pytest.approx([math.log(0.1), math.log(0.2)])
+    assert math.log(0.1) / 6 > math.log(0.2) / 4  # what dividing by bytes would choose
+    assert (record["prediction_norm"], record["acc_norm"]) == (1, 1.0)
+
+
 def test_copa_format_and_scores_hand_worked():
     """Premise "Tom fell." (cause) -> context "Tom fell because"; answers lower-cased:
     " he slipped." : ln P(he|because) + ln P(slipped.|he) = ln .5 + ln .3 = ln .15 = -1.8971
     " he jumped high." : ln .5 + ln .4 + ln .5 = ln .1 = -2.3026 -> acc picks 0 (gold);
-    per byte: -1.8971 / 11 = -0.1725 < -2.3026 / 15 = -0.1535 -> acc_norm picks 1."""
+    per character: -1.8971 / 11 = -0.1725 < -2.3026 / 15 = -0.1535 -> acc_norm picks 1."""
     row = {
         "premise": "Tom fell.",
         "question": "cause",
@@ -188,7 +202,7 @@ def test_prompt_formats_of_each_choice_task():
     )
     assert hellaswag.contexts[0] == "Making tea: A man boils water then Pours it."
     assert hellaswag.continuations == (" Add sugar. Stir.", " Drinks it.")
-    assert hellaswag.norm_bytes == (16, 10)
+    assert hellaswag.norm_chars == (16, 10)
     assert hellaswag.gold == 1
 
     arc = TASKS["arc_easy"].to_example(
@@ -227,6 +241,14 @@ def test_prompt_formats_of_each_choice_task():
     assert (pubmed.continuations, pubmed.gold) == ((" yes", " no", " maybe"), 2)
     options = "a ) 38 , b ) 1,000 , c ) 30 % , d ) data inadequate , e ) none of these"
     assert mathqa_choices(options) == ["38", "1,000", "30 %", "data inadequate", "none of these"]
+    # the harness's split: a-d end at their first ", ", e runs to the end
+    assert mathqa_choices("a ) 2, 3 and 4 , b ) 5 , c ) 6 , d ) 7 , e ) 8, 9") == [
+        "2",
+        "5",
+        "6",
+        "7",
+        "8, 9",
+    ]
     mathqa = TASKS["mathqa"].to_example(
         {"Problem": "2 + 3 ?", "options": options, "correct": "c"}, 0
     )

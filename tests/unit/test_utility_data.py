@@ -164,3 +164,6 @@ def test_mathqa_reads_a_local_csv_without_the_hub(monkeypatch):
     assert examples[0].gold == 1
     assert examples[1].continuations[:4] == (" 1,000", " 1,500", " 3,000", " 2,000")
     assert examples[1].gold == 3
+    # an option holding ", " is cut there, as the harness cuts it: "2, 3 and 5" -> "2"
+    assert examples[2].continuations == (" 2", " 4 and 6", " 8", " 1", " none of these")
+    assert examples[2].gold == 0

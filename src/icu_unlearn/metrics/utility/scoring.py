@@ -46,7 +46,7 @@ class ChoiceExample:
     id: int | str
     contexts: tuple[str, ...]
     continuations: tuple[str, ...]
-    norm_bytes: tuple[int, ...]  # acc_norm divides option i's log-likelihood by this
+    norm_chars: tuple[int, ...]  # acc_norm divides option i's log-likelihood by this
     gold: int
 
 
@@ -55,14 +55,15 @@ def choice_example(
 ) -> ChoiceExample:
     """One context, one continuation per answer: delimiter + answer (the harness's target_delimiter).
 
-    acc_norm divides by the UTF-8 length of the answer without the delimiter, as the
-    harness divides by the length of its choice string.
+    acc_norm divides by the answer's length in characters without the delimiter, as the
+    harness divides by `len` of its choice string (v0.3 and today; its bytes variant is
+    acc_bytes, which we do not report).
     """
     return ChoiceExample(
         id,
         (context,) * len(choices),
         tuple(delimiter + c for c in choices),
-        tuple(len(c.encode("utf-8")) for c in choices),
+        tuple(len(c) for c in choices),
         gold,
     )
 
@@ -71,7 +72,7 @@ def partial_example(
     id: int | str, contexts: Sequence[str], continuation: str, gold: int
 ) -> ChoiceExample:
     """Partial evaluation (Winogrande): one context per option, the same continuation scored."""
-    size = len(continuation.strip().encode("utf-8"))
+    size = len(continuation.strip())  # the same for every option: acc_norm is acc
     return ChoiceExample(
         id, tuple(contexts), (continuation,) * len(contexts), (size,) * len(contexts), gold
     )
@@ -110,7 +111,7 @@ def score_choices(
     settings: ScoringSettings,
 ) -> TaskScore:
     """acc: the option with the highest summed log-likelihood is the gold one; acc_norm:
-    the same after dividing each by its answer's length in bytes (lm-evaluation-harness)."""
+    the same after dividing each by its answer's length in characters (lm-evaluation-harness)."""
     pairs = [(c, x) for e in examples for c, x in zip(e.contexts, e.continuations, strict=True)]
     with settings.bar(total=len(pairs)) as bar:
         scores = loglikelihoods(
@@ -126,7 +127,7 @@ def score_choices(
         lls = [s.logprob for s in scores[start : start + len(e.contexts)]]
         start += len(e.contexts)
         pred = _argmax(lls)
-        pred_norm = _argmax([ll / n for ll, n in zip(lls, e.norm_bytes, strict=True)])
+        pred_norm = _argmax([ll / n for ll, n in zip(lls, e.norm_chars, strict=True)])
         records.append(
             {
                 "id": e.id,

@@ -1,11 +1,14 @@
 """The paper's utility tasks (§4.1-4.2, Tables 6-7), each a declarative `Task`.
 
-Prompt formats are lm-evaluation-harness's (zero-shot, its task YAMLs); the data
-sets and splits are those of the knowledge-unlearning work the paper follows
-(LAMBADA test, validation elsewhere; its Pile, Wikitext, PubMedQA and dialogue
-files). The dialogue prompt is that work's format: the earlier turns as
-"User 1: ..." / "User 2: ..." lines, ending with the label of the speaker to reply
-(turns with their whitespace collapsed; ParlAI's re-casing of turns is not applied).
+Prompt formats are lm-evaluation-harness's (zero-shot, its task YAMLs). Each one
+below reads the same in the harness's v0.3.0 (lm_eval/tasks/*.py) and in its current
+main (lm_eval/tasks/*/, compared at commit 4e7e0d47f); docs/fidelity.md lists how the
+authors' own prompts differ. The data sets and splits are those of the
+knowledge-unlearning work the paper follows (LAMBADA test, validation elsewhere; its
+Pile, Wikitext, PubMedQA and dialogue files). The dialogue prompt is that work's
+format: the earlier turns as "User 1: ..." / "User 2: ..." lines, ending with the
+label of the speaker to reply (turns with their whitespace collapsed; ParlAI's
+re-casing of turns is not applied).
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ def _lower_first(text: str) -> str:
 
 
 def _copa(row: dict, index: int) -> ChoiceExample:
+    # The choice's first letter lower-cased and the premise's period dropped: v0.3's
+    # superglue.Copa and today's super_glue/copa/utils.py alike.
     connector = {"cause": "because", "effect": "therefore"}[row["question"]]
     context = row["premise"].strip()[:-1] + " " + connector  # the premise's period dropped
     choices = [_lower_first(row["choice1"]), _lower_first(row["choice2"])]
@@ -131,12 +136,19 @@ def _pubmedqa(row: dict, index: int) -> ChoiceExample:
     )
 
 
-_MATHQA_OPTION = re.compile(r"(?:^|\s*,\s*)[a-e] \)\s*")
+# lm-evaluation-harness's MathQA choices (v0.3 and today): each of options a-d runs
+# to its first ", " and option e to the end, each stripped of trailing spaces and
+# commas. An option that holds ", " itself is cut there ("a ) 2, 3 and 4 , b ) ..."
+# gives "2"), which keeps the harness's numbers comparable with ours.
+_MATHQA_OPTION = re.compile(r"[a-d] \) (?P<text>.*?), |e \) (?P<last>.*)$")
 
 
 def mathqa_choices(options: str) -> list[str]:
-    """'a ) 38 , b ) 1,000 , ...' -> ['38', '1,000', ...]: split at ', x ) ' only."""
-    return [part.strip() for part in _MATHQA_OPTION.split(options.strip())[1:]]
+    """'a ) 38 , b ) 1,000 , ...' -> ['38', '1,000', ...], as the harness splits them."""
+    return [
+        (m["text"] if m["text"] is not None else m["last"]).rstrip(" ,")
+        for m in _MATHQA_OPTION.finditer(options)
+    ]
 
 
 def _mathqa(row: dict, index: int) -> ChoiceExample:
