@@ -1,4 +1,5 @@
-"""Forget-set specs: the offline mirror, the three JSONL forms, the published CSV, bad input."""
+"""Forget-set specs: the offline mirror (with and without pre-prefix), Pile validation text,
+the three JSONL forms, the published CSV, bad input."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 
 import numpy as np
 import pytest
-from transformers import AutoTokenizer
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from icu_unlearn.data.forget import load_forget_set
+from icu_unlearn.data.pool import load_pool
 from icu_unlearn.errors import UsageError
 from icu_unlearn.metrics.similarity import default_bertscore_model
 
@@ -51,6 +54,102 @@ def test_other_vocabulary_is_re_encoded_at_the_boundary(data_dir, gpt2):
     assert list(s.prefix_ids) == bert(s.prefix, add_special_tokens=False).input_ids
     assert list(s.suffix_ids) == bert(s.suffix, add_special_tokens=False).input_ids
     assert s.input_ids == [*s.prefix_ids, *s.suffix_ids]
+
+
+def _preprefix(data_dir):
+    return np.load(data_dir / "lm_extraction_benchmark" / "train_preprefix.npy")
+
+
+def test_preprefix_sets_are_the_whole_200_token_excerpt(data_dir, gpt2):
+    """+preprefix: prefix = the row's 100-token pre-prefix + its 50-token prefix (t0 = 150),
+    suffix unchanged; decoded, the published CSV text (which the tokenizer's old
+    clean-up decoded with some spaces before punctuation dropped: compare without spaces)."""
+    samples = load_forget_set("lm-extraction:32_0+preprefix", gpt2, data_dir=data_dir)
+    plain = load_forget_set("lm-extraction:32_0", gpt2, data_dir=data_dir)
+    with open(data_dir / "unlearning_targets/lm_extraction_32_0.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    prefix, suffix = _arrays(data_dir)
+    preprefix = _preprefix(data_dir)
+    assert [s.id for s in samples] == [s.id for s in plain]  # doc ids: the pool still excludes them
+    for s, p, row in zip(samples, plain, rows, strict=True):
+        doc = int(row["doc_id"])
+        assert list(s.prefix_ids) == preprefix[doc].tolist() + prefix[doc].tolist()
+        assert s.prefix_length == 150 and s.suffix_ids == p.suffix_ids
+        assert s.prefix.endswith(p.prefix)
+        assert "".join((s.prefix + s.suffix).split()) == "".join(row["text"].split())
+    (one,) = load_forget_set("lm-extraction:ids=17+preprefix", gpt2, data_dir=data_dir)
+    assert list(one.prefix_ids) == preprefix[17].tolist() + prefix[17].tolist()
+    assert list(one.suffix_ids) == suffix[17].tolist()
+
+
+def test_preprefix_with_another_vocabulary_re_encodes_the_whole_prefix(data_dir, gpt2):
+    bert = AutoTokenizer.from_pretrained(default_bertscore_model())
+    prefix, suffix = _arrays(data_dir)
+    (s,) = load_forget_set("lm-extraction:ids=101+preprefix", bert, data_dir=data_dir)
+    assert s.prefix == gpt2.decode(_preprefix(data_dir)[101].tolist() + prefix[101].tolist())
+    assert list(s.prefix_ids) == bert(s.prefix, add_special_tokens=False).input_ids
+    assert s.suffix == gpt2.decode(suffix[101].tolist())
+
+
+def test_the_pool_partner_of_a_preprefix_set(data_dir, gpt2):
+    """lm-extraction:train+preprefix: texts and learn samples carry the pre-prefix too."""
+    forget = load_forget_set("lm-extraction:ids=0,2+preprefix", gpt2, data_dir=data_dir)
+    pool = load_pool("lm-extraction:train+preprefix", forget, gpt2, limit=3, data_dir=data_dir)
+    assert pool.doc_ids == [1, 3, 4] and pool.spec == "lm-extraction:train+preprefix"
+    (row,) = load_forget_set("lm-extraction:ids=3+preprefix", gpt2, data_dir=data_dir)
+    assert pool.texts[1] == row.prefix + row.suffix
+    learn = pool.learn_sample(1, gpt2, 50, 100, data_dir)
+    assert (learn.id, learn.prefix_ids, learn.suffix_ids) == (
+        "pool:3",
+        row.prefix_ids,
+        row.suffix_ids,
+    )
+    plain = load_pool(None, forget, gpt2, limit=3, data_dir=data_dir)
+    assert plain.doc_ids == [1, 3, 4] and plain.learn_sample(1, gpt2, 50, 100).prefix_length == 50
+
+
+def _word_tokenizer(words):
+    vocab = {w: i for i, w in enumerate(["<unk>", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+
+
+def test_pile_validation_spec_on_a_tiny_tokenizer(tmp_path):
+    """One token per word: rows 0 and 2 are too short for t0 + 50 = 53 tokens, rows 1, 3
+    and 4 long enough; each is cut to 3 + 50 tokens, its id is its row."""
+    words = [f"w{i}" for i in range(60)]
+    lengths = [40, 60, 52, 53, 58]
+    (tmp_path / "eval").mkdir()
+    with open(tmp_path / "eval" / "pile.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["doc_id", "text", "corpus"])
+        for row, n in enumerate(lengths):
+            writer.writerow([1000 + row, "\n".join(words[:n]), "Pile-CC"])
+    tok = _word_tokenizer(words)
+    samples = load_forget_set("pile-validation:2", tok, prefix_length=3, data_dir=tmp_path)
+    assert [s.id for s in samples] == ["pile-val:1", "pile-val:3"]
+    for s in samples:
+        assert list(s.prefix_ids) == [1, 2, 3]  # w0 w1 w2
+        assert list(s.suffix_ids) == list(range(4, 54))
+        assert s.prefix == "w0 w1 w2" and s.suffix.split()[-1] == "w52"
+    assert len(load_forget_set("pile-validation:3", tok, 3, tmp_path)) == 3
+    with pytest.raises(UsageError, match="only 3 texts of at least 53 tokens"):
+        load_forget_set("pile-validation:4", tok, prefix_length=3, data_dir=tmp_path)
+    with pytest.raises(UsageError, match="at least 1"):
+        load_forget_set("pile-validation:0", tok, prefix_length=3, data_dir=tmp_path)
+
+
+def test_pile_validation_spec_on_the_mirror(data_dir, gpt2):
+    with open(data_dir / "eval" / "pile.csv", newline="", encoding="utf-8") as f:
+        texts = [r["text"] for r in csv.DictReader(f)]
+    samples = load_forget_set("pile-validation:32", gpt2, data_dir=data_dir)
+    assert len(samples) == 32 and len({s.id for s in samples}) == 32
+    for s in samples:
+        assert (len(s.prefix_ids), len(s.suffix_ids)) == (50, 50)
+        text = texts[int(s.id.removeprefix("pile-val:"))]
+        assert list(s.input_ids) == gpt2(text).input_ids[:100]
+        assert text.startswith(s.prefix + s.suffix)
 
 
 def _jsonl(tmp_path, rows, name="f.jsonl"):

@@ -3,6 +3,12 @@
 Specs (DESIGN.md §4):
   lm-extraction:128_0          a published forget set (N_run)
   lm-extraction:ids=3,17,...   rows of the lm-extraction train arrays
+  ...+preprefix                either of those with the rows' 100-token pre-prefix in
+                               front of the prefix: the whole 200-token excerpt, as the
+                               authors' code trained and scored it (t0 = 150)
+  pile-validation:32           the first 32 Pile validation texts (eval/pile.csv) with
+                               at least t0 + 50 tokens, cut to t0 + 50 (text the model
+                               cannot have trained on, when it trained on the Pile train split)
   FILE.jsonl                   {"id","prefix","suffix"} | {"id","text"} | {"id","prefix_ids","suffix_ids"}
   FILE.csv                     the published doc_id,corpus,text form (doc_id = train row)
 
@@ -29,9 +35,12 @@ from ..models import gpt2_tokenizer
 from .mirror import data_file, extraction_array
 
 SPEC_FORMS = (
-    "lm-extraction:N_run (e.g. lm-extraction:32_0), lm-extraction:ids=3,17, "
-    "a .jsonl file or a .csv file"
+    "lm-extraction:N_run (e.g. lm-extraction:32_0), lm-extraction:ids=3,17 (either with "
+    "+preprefix), pile-validation:N (e.g. pile-validation:32), a .jsonl file or a .csv file"
 )
+
+# Tokens after t0 in a lm-extraction row, and so in a pile-validation sample too.
+SUFFIX_LENGTH = 50
 
 
 @dataclass(frozen=True)
@@ -65,12 +74,15 @@ def load_forget_set(
 ) -> list[ForgetSample]:
     """Parse a forget-set spec into samples; every problem is a one-line UsageError."""
     vocab_size = vocab_size or len(tokenizer)
-    if match := re.fullmatch(r"lm-extraction:(\d+)_(\d+)", spec):
-        n, run = match.groups()
+    if match := re.fullmatch(r"lm-extraction:(\d+)_(\d+)(\+preprefix)?", spec):
+        n, run, preprefix = match.groups()
         path = data_file(f"unlearning_targets/lm_extraction_{n}_{run}.csv", data_dir)
-        samples = _from_published_csv(path, tokenizer, data_dir)
-    elif match := re.fullmatch(r"lm-extraction:ids=([\d,\s-]+)", spec):
-        samples = extraction_samples(parse_ids(match.group(1)), tokenizer, data_dir)
+        samples = _from_published_csv(path, tokenizer, data_dir, bool(preprefix))
+    elif match := re.fullmatch(r"lm-extraction:ids=([\d,\s-]+)(\+preprefix)?", spec):
+        ids, preprefix = match.groups()
+        samples = extraction_samples(parse_ids(ids), tokenizer, data_dir, preprefix=bool(preprefix))
+    elif match := re.fullmatch(r"pile-validation:(\d+)", spec):
+        samples = pile_validation_samples(int(match.group(1)), tokenizer, prefix_length, data_dir)
     elif spec.endswith((".jsonl", ".csv")):
         path = Path(spec).expanduser()
         if not path.is_file():
@@ -104,10 +116,17 @@ def extraction_samples(
     tokenizer: PreTrainedTokenizerBase,
     data_dir: str | Path | None = None,
     split: str = "train",
+    preprefix: bool = False,
 ) -> list[ForgetSample]:
-    """Rows of the lm-extraction arrays (prefix + suffix, 50 + 50 GPT-2 tokens)."""
+    """Rows of the lm-extraction arrays (prefix + suffix, 50 + 50 GPT-2 tokens).
+
+    With `preprefix`, the prefix is the row's 100-token pre-prefix followed by its
+    prefix (150 + 50 tokens): the whole excerpt, which is what the authors' code
+    trained on and scored, and what the thresholds 0.0499 / 0.5994 were set on.
+    """
     prefixes = extraction_array(split, "prefix", data_dir)
     suffixes = extraction_array(split, "suffix", data_dir)
+    contexts = extraction_array(split, "preprefix", data_dir) if preprefix else None
     for doc_id in doc_ids:
         if not 0 <= doc_id < len(prefixes):
             raise UsageError(
@@ -119,6 +138,9 @@ def extraction_samples(
     samples = []
     for doc_id in doc_ids:
         prefix_gpt2 = [int(t) for t in prefixes[doc_id]]
+        if contexts is not None:
+            # decoded together: a character may span the pre-prefix/prefix boundary
+            prefix_gpt2 = [int(t) for t in contexts[doc_id]] + prefix_gpt2
         suffix_gpt2 = [int(t) for t in suffixes[doc_id]]
         prefix, suffix = gpt2.decode(prefix_gpt2), gpt2.decode(suffix_gpt2)
         if same_vocab:
@@ -132,7 +154,52 @@ def extraction_samples(
     return samples
 
 
-def _from_published_csv(path: Path, tokenizer, data_dir) -> list[ForgetSample]:
+def pile_validation_samples(
+    n: int,
+    tokenizer: PreTrainedTokenizerBase,
+    prefix_length: int = 50,
+    data_dir: str | Path | None = None,
+) -> list[ForgetSample]:
+    """The first `n` texts of eval/pile.csv with at least t0 + 50 tokens of `tokenizer`,
+    each cut to its first t0 tokens (prefix) and the next 50 (suffix).
+
+    The file holds 1,500 excerpts of the Pile's validation split (the knowledge-
+    unlearning work's utility set): a model trained on the Pile's training split
+    never saw them, so they measure its EL and MA on unseen text. Ids are
+    `pile-val:<row>`, the 0-based row of the file.
+    """
+    if n < 1:
+        raise UsageError("pile-validation:N needs N of at least 1, e.g. pile-validation:32")
+    needed = prefix_length + SUFFIX_LENGTH
+    path = data_file("eval/pile.csv", data_dir)
+    samples = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for row, record in enumerate(csv.DictReader(f)):
+            ids = tokenizer(record["text"], add_special_tokens=False).input_ids
+            if len(ids) < needed:
+                continue
+            prefix_ids, suffix_ids = ids[:prefix_length], ids[prefix_length:needed]
+            samples.append(
+                ForgetSample(
+                    f"pile-val:{row}",
+                    tuple(prefix_ids),
+                    tuple(suffix_ids),
+                    tokenizer.decode(prefix_ids),
+                    tokenizer.decode(suffix_ids),
+                )
+            )
+            if len(samples) == n:
+                return samples
+    raise UsageError(
+        f"{path} has only {len(samples)} texts of at least {needed} tokens "
+        f"(prefix_length {prefix_length} + {SUFFIX_LENGTH}); ask for pile-validation:"
+        f"{len(samples)} or fewer, or give a smaller prefix_length"
+    )
+
+
+def _from_published_csv(
+    path: Path, tokenizer, data_dir, preprefix: bool = False
+) -> list[ForgetSample]:
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
@@ -151,7 +218,7 @@ def _from_published_csv(path: Path, tokenizer, data_dir) -> list[ForgetSample]:
             doc_ids.append(int(row["doc_id"]))
         except (TypeError, ValueError):
             raise UsageError(f"{path}:{line}: doc_id {row['doc_id']!r} is not an integer") from None
-    return extraction_samples(doc_ids, tokenizer, data_dir)
+    return extraction_samples(doc_ids, tokenizer, data_dir, preprefix=preprefix)
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:

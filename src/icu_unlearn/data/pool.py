@@ -1,7 +1,9 @@
 """The analogous pool D of CLE (paper §3.4): texts to embed, and token samples to learn.
 
 Default: the lm-extraction train rows that are not in the forget set (the paper's
-"remaining Pile subset"). Or a .jsonl / .csv file with a `text` field.
+"remaining Pile subset"); `lm-extraction:train+preprefix` is the same rows with their
+100-token pre-prefix in front (embedded and learned whole), the partner of a
+`+preprefix` forget set. Or a .jsonl / .csv file with a `text` field.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import UsageError
@@ -23,13 +26,16 @@ class AnalogousPool:
     texts: list[str]  # what the encoder embeds
     doc_ids: list[int] | None  # lm-extraction rows, when the pool is lm-extraction
     spec: str
+    preprefix: bool = False  # lm-extraction rows with their pre-prefix (t0 = 150)
 
     def learn_sample(
         self, index: int, tokenizer, prefix_length: int, max_tokens: int, data_dir=None
     ) -> ForgetSample:
         """Pool row `index` as token ids split at t0, like a forget sample."""
         if self.doc_ids is not None:
-            (sample,) = extraction_samples([self.doc_ids[index]], tokenizer, data_dir)
+            (sample,) = extraction_samples(
+                [self.doc_ids[index]], tokenizer, data_dir, preprefix=self.preprefix
+            )
             return ForgetSample(
                 f"pool:{self.doc_ids[index]}",
                 sample.prefix_ids,
@@ -55,21 +61,27 @@ def load_pool(
     limit: int | None = None,
     data_dir=None,
 ) -> AnalogousPool:
-    if spec in (None, "lm-extraction:train"):
+    if spec in (None, "lm-extraction:train", "lm-extraction:train+preprefix"):
+        preprefix = spec == "lm-extraction:train+preprefix"
         prefixes = extraction_array("train", "prefix", data_dir)
+        if preprefix:
+            prefixes = np.concatenate(
+                [extraction_array("train", "preprefix", data_dir), prefixes], axis=1
+            )
         suffixes = extraction_array("train", "suffix", data_dir)
         excluded = {int(s.id) for s in forget if s.id.isdigit()}
         doc_ids = [i for i in range(len(prefixes)) if i not in excluded][:limit]
         gpt2 = gpt2_tokenizer()
+        # the same text a forget sample of the same form embeds: prefix + suffix
         prefix_texts = gpt2.batch_decode(prefixes[doc_ids].tolist())
         suffix_texts = gpt2.batch_decode(suffixes[doc_ids].tolist())
         texts = [p + s for p, s in zip(prefix_texts, suffix_texts, strict=True)]
-        return AnalogousPool(texts, doc_ids, "lm-extraction:train")
+        return AnalogousPool(texts, doc_ids, spec or "lm-extraction:train", preprefix)
     path = Path(spec).expanduser()
     if not path.is_file():
         raise UsageError(
-            f"analogous pool {spec!r} does not exist; give lm-extraction:train, "
-            "or a .jsonl/.csv file with a text field"
+            f"analogous pool {spec!r} does not exist; give lm-extraction:train (or "
+            "lm-extraction:train+preprefix), or a .jsonl/.csv file with a text field"
         )
     texts = _read_texts(path)[:limit]
     if not texts:
