@@ -1,16 +1,36 @@
 """Pure loss functions over suffix tokens (t >= t0), padding masked.
 
-Shapes: logits (B, T, V) predict token t+1 at position t; input_ids and
-attention_mask (B, T), right-padded; prefix_lengths (B,) holds each sample's t0.
-Every loss is a per-sample mean over that sample's suffix tokens, then a mean
-over samples: a sample's weight does not depend on its length or on which
-other samples share its batch, so batch 8 x accumulation 1 equals 4 x 2.
+Shapes: input_ids and attention_mask (B, T), right-padded; prefix_lengths (B,) holds
+each sample's t0. Logits (B, K, V) are those of the last K positions, T-K .. T-1
+(position t predicts x_{t+1}): K = T is the whole sequence, and `positions_needed`
+is the smallest K a batch's losses need, which a causal LM computes alone when given
+it as `logits_to_keep`. Every loss is a per-sample mean over that sample's suffix
+tokens, then a mean over samples: a sample's weight does not depend on its length or
+on which other samples share its batch, so batch 8 x accumulation 1 equals 4 x 2.
+
+Memory: the full-vocabulary log-softmax runs in float32 on a few positions at a time,
+and its backward recomputes it the same way, so nothing of size (B, K, V) is held for
+backward but the model's own logits; the old one-shot form held several float32
+(B, T, V) tensors per batch (log-softmax, reference probabilities, their difference).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+# Elements of one chunk's float32 (B, positions, V) work tensors: 16 MB each, small next
+# to any model, large enough that the per-chunk loop costs nothing measurable.
+_CHUNK_ELEMENTS = 2**22
+
+
+def positions_needed(prefix_lengths: torch.Tensor, length: int) -> int:
+    """K = T - min(t0) + 1: positions min(t0) - 1 .. T-2 predict every suffix token.
+
+    The last position T-1 predicts nothing and is kept all the same: with it the slice
+    is "the last K positions", the plain int form of `logits_to_keep`.
+    """
+    return length - max(int(prefix_lengths.min()), 1) + 1
 
 
 def suffix_mask(attention_mask: torch.Tensor, prefix_lengths: torch.Tensor) -> torch.Tensor:
@@ -20,10 +40,97 @@ def suffix_mask(attention_mask: torch.Tensor, prefix_lengths: torch.Tensor) -> t
     return (is_suffix & attention_mask[:, 1:].bool()).float()
 
 
+def _kept_mask(logits, attention_mask, prefix_lengths) -> torch.Tensor:
+    """(B, K-1) suffix mask of the tokens the K kept positions predict, t = T-K+1 .. T-1."""
+    length, kept = attention_mask.shape[1], logits.shape[1]
+    if kept < positions_needed(prefix_lengths, length):
+        raise ValueError(
+            f"logits cover the last {kept} of {length} positions, but the suffixes start at "
+            f"t0 = {int(prefix_lengths.min())}: keep {positions_needed(prefix_lengths, length)}"
+        )
+    return suffix_mask(attention_mask, prefix_lengths)[:, length - kept :]
+
+
+def _chunks(logits: torch.Tensor):
+    """Position slices of logits[:, :-1] (the positions that predict a token), each
+    about _CHUNK_ELEMENTS elements."""
+    batch, kept, vocab = logits.shape
+    step = max(1, _CHUNK_ELEMENTS // (batch * vocab))
+    return [slice(a, min(a + step, kept - 1)) for a in range(0, kept - 1, step)]
+
+
+def _wide_dtype(logits: torch.Tensor) -> torch.dtype:
+    """At least float32: bfloat16 and float16 lose too much in a log-softmax (float64
+    stays float64, which gradcheck needs)."""
+    return torch.promote_types(logits.dtype, torch.float32)
+
+
+def _wide(logits: torch.Tensor) -> torch.Tensor:
+    return logits.to(_wide_dtype(logits))
+
+
+class _TokenLogprobs(torch.autograd.Function):
+    """log P(target) = z_target - logsumexp(z) per position, chunk by chunk.
+
+    Gradient w.r.t. the logits z: g (onehot(target) - softmax(z)), recomputed per chunk
+    in backward and written into one (B, K, V) buffer (the one the LM head's backward
+    needs anyway)."""
+
+    @staticmethod
+    def forward(ctx, logits, targets):  # (B, K, V), (B, K-1) -> (B, K-1)
+        out = logits.new_empty(targets.shape, dtype=_wide_dtype(logits))
+        for s in _chunks(logits):
+            logp = F.log_softmax(_wide(logits[:, s]), dim=-1)
+            out[:, s] = logp.gather(-1, targets[:, s, None]).squeeze(-1)
+        ctx.save_for_backward(logits, targets)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        logits, targets = ctx.saved_tensors
+        grad = torch.zeros_like(logits)  # the last position predicts nothing: stays 0
+        for s in _chunks(logits):
+            g = grad_out[:, s, None]  # (B, c, 1)
+            chunk = F.softmax(_wide(logits[:, s]), dim=-1).mul_(-g)
+            chunk.scatter_add_(-1, targets[:, s, None], g)
+            grad[:, s] = chunk
+        return grad, None
+
+
+class _TokenKL(torch.autograd.Function):
+    """KL(P_ref || P) = sum_v p_ref (log p_ref - log p) per position, chunk by chunk.
+
+    Gradient w.r.t. the model's logits: g (softmax(z) - p_ref), since sum_v p_ref = 1.
+    The reference side is the frozen original model and gets no gradient."""
+
+    @staticmethod
+    def forward(ctx, logits, reference_logits):  # (B, K, V) twice -> (B, K-1)
+        if ctx.needs_input_grad[1]:
+            raise ValueError("kl_loss: the reference logits must not require grad (frozen)")
+        batch, kept, _ = logits.shape
+        out = logits.new_empty(batch, kept - 1, dtype=_wide_dtype(logits))
+        for s in _chunks(logits):
+            logp = F.log_softmax(_wide(logits[:, s]), dim=-1)
+            ref_logp = F.log_softmax(_wide(reference_logits[:, s]), dim=-1)
+            out[:, s] = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
+        ctx.save_for_backward(logits, reference_logits)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        logits, reference_logits = ctx.saved_tensors
+        grad = torch.zeros_like(logits)
+        for s in _chunks(logits):
+            p = F.softmax(_wide(logits[:, s]), dim=-1)
+            p.sub_(F.softmax(_wide(reference_logits[:, s]), dim=-1))
+            grad[:, s] = p.mul_(grad_out[:, s, None])
+        return grad, None
+
+
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """(B, T-1) log P(x_t | x_<t) for t = 1..T-1."""
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
-    return logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    """(B, K-1) log P(x_t | x_<t) for t = T-K+1 .. T-1 (all t >= 1 when K = T)."""
+    kept = logits.shape[1]
+    return _TokenLogprobs.apply(logits, input_ids[:, input_ids.shape[1] - kept + 1 :])
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -34,7 +141,7 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def sequence_logprob(logits, input_ids, attention_mask, prefix_lengths) -> torch.Tensor:
     """Mean log-likelihood of the suffix tokens, per sample: (B,)."""
-    mask = suffix_mask(attention_mask, prefix_lengths)
+    mask = _kept_mask(logits, attention_mask, prefix_lengths)
     return (token_logprobs(logits, input_ids) * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
@@ -44,14 +151,14 @@ def suffix_logprob_sum(logits, input_ids, attention_mask, prefix_lengths) -> tor
     DPO and NPO compare whole-sequence likelihoods with the reference model, so they
     sum over tokens; the ascent and NLL terms average instead.
     """
-    mask = suffix_mask(attention_mask, prefix_lengths)
+    mask = _kept_mask(logits, attention_mask, prefix_lengths)
     return (token_logprobs(logits, input_ids) * mask).sum(-1)
 
 
 def forget_loss(logits, input_ids, attention_mask, prefix_lengths) -> torch.Tensor:
     """L_fgt (Eq. 1): + mean log P(x_t | x_<t) over suffix tokens. Minimising it is
     gradient ascent on the negative log-likelihood of the forget samples."""
-    mask = suffix_mask(attention_mask, prefix_lengths)
+    mask = _kept_mask(logits, attention_mask, prefix_lengths)
     return _masked_mean(token_logprobs(logits, input_ids), mask)
 
 
@@ -63,14 +170,16 @@ def nll_loss(logits, input_ids, attention_mask, prefix_lengths) -> torch.Tensor:
 def kl_loss(logits, reference_logits, attention_mask, prefix_lengths) -> torch.Tensor:
     """L_kl (Eq. 4): KL(P_theta0 || P_theta) per suffix token, padding masked.
 
-    The reference logits come from the frozen original model on the same batch,
-    computed on the fly (no stored softmaxes).
+    The reference logits come from the frozen original model on the same batch and
+    the same kept positions, computed on the fly (no stored softmaxes).
     """
-    mask = suffix_mask(attention_mask, prefix_lengths)
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
-    ref_logp = F.log_softmax(reference_logits[:, :-1].float(), dim=-1)
-    per_token = (ref_logp.exp() * (ref_logp - logp)).sum(-1)  # (B, T-1)
-    return _masked_mean(per_token, mask)
+    if reference_logits.shape != logits.shape:
+        raise ValueError(
+            f"kl_loss: reference logits {tuple(reference_logits.shape)} and model logits "
+            f"{tuple(logits.shape)} must cover the same positions"
+        )
+    mask = _kept_mask(logits, attention_mask, prefix_lengths)
+    return _masked_mean(_TokenKL.apply(logits, reference_logits), mask)
 
 
 def icu_loss(l_fgt: torch.Tensor, l_lrn: torch.Tensor, l_kl: torch.Tensor, alpha, beta):

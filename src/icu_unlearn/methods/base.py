@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..losses import positions_needed
+
 # The data a method can ask the engine for, besides the forget batch itself. Each is
 # built once per run, per forget sample, so a sample always travels with its own.
 PAIRS = "pairs"  # its k analogous samples from the pool (paper Eq. 2): ICU, KL, LLMU
@@ -38,9 +40,25 @@ class Method:
 
 
 def logits(model, batch: Batch) -> torch.Tensor:
+    """(B, T, V): the logits of every position, for losses over whole sequences."""
     return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
 
 
-def reference_logits(reference, batch: Batch) -> torch.Tensor:
+def suffix_logits(model, batch: Batch) -> torch.Tensor:
+    """(B, K, V): the logits of the last K = T - min(t0) + 1 positions, the ones that
+    predict the batch's suffix tokens (`losses.positions_needed`).
+
+    The LM head runs on those positions only (`logits_to_keep`, a forward argument of
+    every transformers causal LM, which peft, DDP, DeepSpeed and FSDP pass through as
+    they are): on the paper's 50 + 50 tokens, half of the (B, T, V) logits are never made.
+    """
+    keep = positions_needed(batch.prefix_lengths, batch.input_ids.shape[1])
+    return model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=keep
+    ).logits
+
+
+def reference_suffix_logits(reference, batch: Batch) -> torch.Tensor:
+    """`suffix_logits` of the frozen original model, without a graph."""
     with torch.no_grad():
-        return logits(reference, batch)
+        return suffix_logits(reference, batch)

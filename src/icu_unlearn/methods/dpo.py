@@ -7,14 +7,14 @@ is DPO's reference policy.
 from __future__ import annotations
 
 from ..losses import dpo_loss, suffix_logprob_sum
-from .base import REFUSAL, Method, logits, reference_logits
+from .base import REFUSAL, Method, reference_suffix_logits, suffix_logits
 
 
 def _logps(model, reference, batch):
     args = (batch.input_ids, batch.attention_mask, batch.prefix_lengths)
     return (
-        suffix_logprob_sum(logits(model, batch), *args),
-        suffix_logprob_sum(reference_logits(reference, batch), *args),
+        suffix_logprob_sum(suffix_logits(model, batch), *args),
+        suffix_logprob_sum(reference_suffix_logits(reference, batch), *args),
     )
 
 

@@ -8,19 +8,19 @@ refinement.enabled = false the one without IUR.
 from __future__ import annotations
 
 from ..losses import forget_loss, icu_loss, kl_loss, nll_loss
-from .base import PAIRS, Method, logits, reference_logits
+from .base import PAIRS, Method, reference_suffix_logits, suffix_logits
 
 
 def _loss(model, reference, batches, config):
     forget = batches["forget"]
     l_fgt = forget_loss(
-        logits(model, forget), forget.input_ids, forget.attention_mask, forget.prefix_lengths
+        suffix_logits(model, forget), forget.input_ids, forget.attention_mask, forget.prefix_lengths
     )
     zero = l_fgt.new_zeros(())
     l_lrn, l_kl = zero, zero
     if PAIRS in batches:
         learn = batches[PAIRS]
-        learn_logits = logits(model, learn)
+        learn_logits = suffix_logits(model, learn)
         if config.alpha > 0:
             l_lrn = nll_loss(
                 learn_logits, learn.input_ids, learn.attention_mask, learn.prefix_lengths
@@ -28,7 +28,7 @@ def _loss(model, reference, batches, config):
         if config.beta > 0:
             l_kl = kl_loss(
                 learn_logits,
-                reference_logits(reference, learn),
+                reference_suffix_logits(reference, learn),
                 learn.attention_mask,
                 learn.prefix_lengths,
             )

@@ -7,17 +7,17 @@ by ICU's L_lrn term and IUR: the comparison isolates what those add.
 from __future__ import annotations
 
 from ..losses import forget_loss, kl_loss
-from .base import PAIRS, Method, logits, reference_logits
+from .base import PAIRS, Method, reference_suffix_logits, suffix_logits
 
 
 def _loss(model, reference, batches, config):
     forget, retain = batches["forget"], batches[PAIRS]
     l_fgt = forget_loss(
-        logits(model, forget), forget.input_ids, forget.attention_mask, forget.prefix_lengths
+        suffix_logits(model, forget), forget.input_ids, forget.attention_mask, forget.prefix_lengths
     )
     l_kl = kl_loss(
-        logits(model, retain),
-        reference_logits(reference, retain),
+        suffix_logits(model, retain),
+        reference_suffix_logits(reference, retain),
         retain.attention_mask,
         retain.prefix_lengths,
     )

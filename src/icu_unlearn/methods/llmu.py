@@ -8,24 +8,24 @@ weights in `llmu:`; the normal data are the analogous pairs.
 from __future__ import annotations
 
 from ..losses import forget_loss, kl_loss, nll_loss
-from .base import MISMATCH, PAIRS, Method, logits, reference_logits
+from .base import MISMATCH, PAIRS, Method, reference_suffix_logits, suffix_logits
 
 
 def _loss(model, reference, batches, config):
     weights = config.llmu
     forget, mismatch, normal = batches["forget"], batches[MISMATCH], batches[PAIRS]
     l_fgt = forget_loss(
-        logits(model, forget), forget.input_ids, forget.attention_mask, forget.prefix_lengths
+        suffix_logits(model, forget), forget.input_ids, forget.attention_mask, forget.prefix_lengths
     )
     l_rdn = nll_loss(
-        logits(model, mismatch),
+        suffix_logits(model, mismatch),
         mismatch.input_ids,
         mismatch.attention_mask,
         mismatch.prefix_lengths,
     )
     l_kl = kl_loss(
-        logits(model, normal),
-        reference_logits(reference, normal),
+        suffix_logits(model, normal),
+        reference_suffix_logits(reference, normal),
         normal.attention_mask,
         normal.prefix_lengths,
     )

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from ..losses import npo_loss, suffix_logprob_sum
-from .base import Method, logits, reference_logits
+from .base import Method, reference_suffix_logits, suffix_logits
 
 
 def _loss(model, reference, batches, config):
     forget = batches["forget"]
     args = (forget.input_ids, forget.attention_mask, forget.prefix_lengths)
-    logp = suffix_logprob_sum(logits(model, forget), *args)
-    ref_logp = suffix_logprob_sum(reference_logits(reference, forget), *args)
+    logp = suffix_logprob_sum(suffix_logits(model, forget), *args)
+    ref_logp = suffix_logprob_sum(reference_suffix_logits(reference, forget), *args)
     loss = npo_loss(logp, ref_logp, config.npo.beta)
     return loss, {"npo": loss.item(), "forget_logratio": (logp - ref_logp).mean().item()}
 
