@@ -26,8 +26,9 @@ class Bigram(torch.nn.Module):
         super().__init__()
         self.table = torch.nn.Parameter(table.clone())
 
-    def forward(self, input_ids, attention_mask=None):
-        return SimpleNamespace(logits=self.table[input_ids])
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=0):
+        # logits_to_keep as in transformers: the last N positions, 0 for all of them
+        return SimpleNamespace(logits=self.table[input_ids][:, -logits_to_keep:])
 
 
 def _policy():
@@ -76,8 +77,22 @@ def _loss(method, **overrides):
 
 
 def test_kumpr_is_the_mean_suffix_log_likelihood():
+    # suffix-only (our former default); the forget sample follows the policy's favourite
+    # path, so every token has P = 1/2 and the whole-sequence default gives -ln 2 too
+    for suffix_only in ("true", "false"):
+        loss, _ = _loss("kumpr", **{"kumpr.suffix_only": suffix_only})
+        assert loss == pytest.approx(-LN2, abs=1e-6)  # -0.6931
+
+
+def test_kumpr_ascends_on_every_token_by_default(monkeypatch):
+    """Forget [0, 0 | 1, 2]: P(0 | 0) = 1/4 on the prefix token, P(1 | 0) = P(2 | 1) = 1/2
+    on the suffix. Jang et al.'s whole sequence (the default): (ln 1/4 + 2 ln 1/2) / 3
+    = -4/3 ln 2 = -0.9242; kumpr.suffix_only: -ln 2 = -0.6931."""
+    monkeypatch.setitem(BATCHES, "forget", _batch([[0, 0, 1, 2]]))
     loss, _ = _loss("kumpr")
-    assert loss == pytest.approx(-LN2, abs=1e-6)  # -0.6931
+    assert loss == pytest.approx(-4 / 3 * LN2, abs=1e-6)
+    loss, _ = _loss("kumpr", **{"kumpr.suffix_only": "true"})
+    assert loss == pytest.approx(-LN2, abs=1e-6)
 
 
 def test_icu_adds_alpha_nll_and_beta_kl_on_the_pair():
