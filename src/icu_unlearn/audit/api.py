@@ -1,0 +1,164 @@
+"""`audit()`: evidence of forgetting beyond greedy decoding, per sequence (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..data.forget import ForgetSample, load_forget_set
+from ..errors import UsageError
+from ..models import load_model_and_tokenizer, prepare_tokenizer
+from .attacks import quantize_model, relearn, relearn_split
+from .measure import Context, measure_forget, measure_holdout
+from .result import AuditResult, redact_generations
+from .settings import AuditSettings, parse_attack
+from .summary import aggregates, holdout_rows, sequence_rows
+
+
+def _spec(model) -> str:
+    return model if isinstance(model, str) else model.config.name_or_path
+
+
+def _load(model, tokenizer):
+    if isinstance(model, str):
+        return load_model_and_tokenizer(model)
+    if tokenizer is None:
+        raise ValueError("pass the tokenizer along with a loaded model")
+    return model, prepare_tokenizer(tokenizer)
+
+
+def _load_reference(reference, model, tokenizer):
+    if isinstance(reference, str):
+        loaded, ref_tokenizer = load_model_and_tokenizer(reference)
+        if ref_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise UsageError(
+                f"the reference model {reference!r} has another tokenizer than the model; "
+                "give a reference with the same tokenizer (e.g. the model before planting)"
+            )
+        reference = loaded
+    if (
+        reference.get_input_embeddings().num_embeddings
+        != model.get_input_embeddings().num_embeddings
+    ):
+        raise UsageError(
+            "the reference model's vocabulary differs in size from the model's; give a "
+            "reference with the same tokenizer"
+        )
+    return reference
+
+
+def _samples(spec, tokenizer, model, prefix_length, data_dir) -> list[ForgetSample]:
+    if not isinstance(spec, str):
+        return list(spec)
+    vocab = model.get_input_embeddings().num_embeddings
+    return load_forget_set(spec, tokenizer, prefix_length, data_dir, vocab_size=vocab)
+
+
+def _check_sets(forget: list[ForgetSample], holdout: list[ForgetSample], attacks) -> None:
+    if not forget:
+        raise UsageError("the forget set is empty; give at least one sequence to audit")
+    planted = {s.content_hash() for s in forget}
+    for s in holdout:
+        if s.content_hash() in planted:
+            raise UsageError(
+                f"holdout sequence {s.id!r} is also in the forget set; a holdout must be "
+                "text the model never saw"
+            )
+    if any(name == "relearn" for name, _ in attacks) and len(forget) < 2:
+        raise UsageError("the relearn attack needs at least 2 forget sequences (half to relearn)")
+
+
+def _subject(model, forget, holdout, reference, ctx: Context) -> dict:
+    """Rows and aggregates of one model (the input or an attacked copy) on the given sets.
+
+    `reference` holds the reference model's measurements of the same forget and
+    holdout sequences (or None), so that attacks reuse them instead of measuring again.
+    """
+    measured = measure_forget(model, forget, ctx)
+    measured_holdout = measure_holdout(model, holdout, ctx) if holdout else []
+    ref_forget, ref_holdout = reference if reference is not None else (None, None)
+    held = holdout_rows(holdout, measured_holdout, ref_holdout)
+    sequences = sequence_rows(forget, measured, ref_forget, held, ctx.settings)
+    return {
+        "sequences": sequences,
+        "holdout": held,
+        "aggregates": aggregates(sequences, held, ctx.settings),
+    }
+
+
+def _attack(spec, model, forget, holdout, reference, ctx: Context) -> dict:
+    name, bits = parse_attack(spec)
+    settings = ctx.settings
+    if name == "quantize":
+        attacked = quantize_model(model, bits, settings.quantize_group_size)
+        return _subject(attacked, forget, holdout, reference, ctx)
+    trained, audited = relearn_split(len(forget), settings.seed)
+    attacked = relearn(
+        model,
+        [forget[i].input_ids for i in trained],
+        ctx.pad_token_id,
+        settings.relearn_lr,
+        settings.relearn_batch_size,
+        settings.seed,
+    )
+    if reference is not None:  # the reference's rows of the audited half
+        reference = ([reference[0][i] for i in audited], reference[1])
+    result = _subject(attacked, [forget[i] for i in audited], holdout, reference, ctx)
+    return result | {"relearned_on": [forget[i].content_hash() for i in trained]}
+
+
+def audit(
+    model: str | PreTrainedModel,
+    forget: str | list[ForgetSample],
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    holdout: str | list[ForgetSample] | None = None,
+    reference: str | PreTrainedModel | None = None,
+    settings: AuditSettings | None = None,
+    out: str | Path | None = None,
+    redact: bool = False,
+    attacks=(),
+    data_dir: str | Path | None = None,
+    prefix_length: int = 50,
+    progress: bool = False,
+) -> AuditResult:
+    """Audit `model` on `forget` (specs or loaded); see the package docstring."""
+    settings = settings or AuditSettings()
+    parsed = [parse_attack(a) for a in attacks]  # a bad attack fails before any loading
+    started = time.perf_counter()
+    recorded = asdict(settings) | {
+        "model": _spec(model),
+        "reference": None if reference is None else _spec(reference),
+        "forget": forget if isinstance(forget, str) else "<samples>",
+        "holdout": holdout if isinstance(holdout, str) or holdout is None else "<samples>",
+        "attacks": list(attacks),
+        "redact": redact,
+        "prefix_length": prefix_length,
+    }
+    model, tokenizer = _load(model, tokenizer)
+    forget = _samples(forget, tokenizer, model, prefix_length, data_dir)
+    holdout = (
+        [] if holdout is None else _samples(holdout, tokenizer, model, prefix_length, data_dir)
+    )
+    _check_sets(forget, holdout, parsed)
+    ctx = Context(tokenizer, settings, progress)
+    ref = None
+    if reference is not None:
+        ref_model = _load_reference(reference, model, tokenizer)
+        ref = (
+            measure_forget(ref_model, forget, ctx),
+            measure_holdout(ref_model, holdout, ctx) if holdout else None,
+        )
+    base = _subject(model, forget, holdout, ref, ctx)
+    attacked = {spec: _attack(spec, model, forget, holdout, ref, ctx) for spec in attacks}
+    for result in attacked.values():
+        result.pop("holdout")  # the same sequences as the main holdout, under another model
+    recorded["seconds"] = round(time.perf_counter() - started, 2)
+    if redact:  # generations repeat what was memorized: hashes only, everywhere
+        base, attacked = redact_generations(base), redact_generations(attacked)
+    result = AuditResult(recorded, base["sequences"], base["aggregates"], base["holdout"], attacked)
+    if out is not None:
+        result.write(out)
+    return result
