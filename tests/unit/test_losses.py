@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from icu_unlearn.losses import forget_loss, icu_loss, kl_loss, nll_loss, suffix_mask
+from icu_unlearn.losses import (
+    forget_loss,
+    icu_loss,
+    kl_loss,
+    nll_loss,
+    positions_needed,
+    suffix_logprob_sum,
+    suffix_mask,
+)
 
 
 def _batch():
@@ -41,6 +49,22 @@ def test_forget_and_learn_losses_hand_worked():
     logits, ids, mask, t0 = _batch()
     assert forget_loss(logits, ids, mask, t0).item() == pytest.approx(math.log(0.5), abs=1e-6)
     assert nll_loss(logits, ids, mask, t0).item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_the_last_positions_alone_give_the_same_losses():
+    """t0 = 2 in a 4-token batch: positions 1..3 (K = 4 - 2 + 1 = 3) predict every suffix
+    token, so logits[:, 1:] give the same hand-worked ln(1/2), 0.0566 and the sum 2 ln(1/2)
+    + ln(1/2) over the two samples; K = 2 would miss x_2 and is refused."""
+    logits, ids, mask, t0 = _batch()
+    assert positions_needed(t0, 4) == 3
+    kept = logits[:, 1:]
+    assert forget_loss(kept, ids, mask, t0).item() == pytest.approx(math.log(0.5), abs=1e-6)
+    kl_row = (math.log(2 / 3) + 2 * math.log(4 / 3)) / 3
+    assert kl_loss(kept, torch.zeros_like(kept), mask, t0).item() == pytest.approx(kl_row, abs=1e-6)
+    sums = suffix_logprob_sum(kept, ids, mask, t0)
+    assert sums.tolist() == pytest.approx([2 * math.log(0.5), math.log(0.5)], abs=1e-6)
+    with pytest.raises(ValueError, match="keep 3"):
+        forget_loss(logits[:, 2:], ids, mask, t0)
 
 
 def test_per_sample_mean_weights_samples_equally():
