@@ -10,8 +10,10 @@ on which other samples share its batch, so batch 8 x accumulation 1 equals 4 x 2
 
 Memory: the full-vocabulary log-softmax runs in float32 on a few positions at a time,
 and its backward recomputes it the same way, so nothing of size (B, K, V) is held for
-backward but the model's own logits; the old one-shot form held several float32
-(B, T, V) tensors per batch (log-softmax, reference probabilities, their difference).
+backward but the logits themselves (the model's, and for L_kl the reference's); a
+one-shot log-softmax would hold several float32 (B, K, V) tensors per batch (the
+log-softmax, the reference probabilities, their difference). tests/loss_reference.py
+keeps that one-shot form over full logits as the reference these are tested against.
 """
 
 from __future__ import annotations

@@ -51,6 +51,13 @@ def suffix_logits(model, batch: Batch) -> torch.Tensor:
     The LM head runs on those positions only (`logits_to_keep`, a forward argument of
     every transformers causal LM, which peft, DDP, DeepSpeed and FSDP pass through as
     they are): on the paper's 50 + 50 tokens, half of the (B, T, V) logits are never made.
+
+    The model still returns those K positions' logits whole, and the losses hold them
+    for backward. Taking the hidden states and running the LM head chunk by chunk
+    ourselves would not even hold those, but it calls the head outside the wrapped
+    forward: under FSDP the root-owned head weight is sharded there, under ZeRO-3 it is
+    gathered by the module's forward hooks, which a recompute in backward re-enters.
+    Correct under every wrapper wins over that last (B, K, V).
     """
     keep = positions_needed(batch.prefix_lengths, batch.input_ids.shape[1])
     return model(
