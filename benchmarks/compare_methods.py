@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from icu_unlearn import load_config, unlearn  # noqa: E402
-from icu_unlearn.memorize import memorize  # noqa: E402
+from icu_unlearn.memorize import MemorizeSettings, memorize  # noqa: E402
 from icu_unlearn.models import gpt2_tokenizer  # noqa: E402
 from icu_unlearn.report import load_run, markdown_table  # noqa: E402
 from tests.scenario import write_scenario  # noqa: E402
@@ -57,13 +57,15 @@ def main() -> None:
     started = time.perf_counter()
     planted = root / "planted"
     report = memorize(
-        str(paths["base"]),
-        str(paths["planted"]),
-        planted,
-        lr=1e-2,
-        max_epochs=200,
-        batch_size=12,
-        prefix_length=20,
+        MemorizeSettings(
+            str(paths["base"]),
+            str(paths["planted"]),
+            str(planted),
+            lr=1e-2,
+            max_epochs=200,
+            batch_size=12,
+            prefix_length=20,
+        ),
         progress=False,
     )
     print(f"planted in {report['epochs']} epochs, min MA {min(report['ma'].values()):.3f}")

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from icu_unlearn import load_config, unlearn  # noqa: E402
 from icu_unlearn.data.forget import load_forget_set  # noqa: E402
 from icu_unlearn.io import atomic_write_json  # noqa: E402
-from icu_unlearn.memorize import memorize  # noqa: E402
+from icu_unlearn.memorize import MemorizeSettings, memorize  # noqa: E402
 from icu_unlearn.metrics.utility import evaluate_utility  # noqa: E402
 from icu_unlearn.models import load_model_and_tokenizer  # noqa: E402
 from icu_unlearn.report import load_run, markdown_table, write_report  # noqa: E402
@@ -80,12 +80,14 @@ def main() -> None:
     planted = out / "planted"
     if not (planted / "memorize.json").is_file():
         report = memorize(
-            args.model,
-            "lm-extraction:ids=" + ",".join(forget + keep),
-            planted,
-            lr=1e-4,
-            max_epochs=60,
-            batch_size=8,
+            MemorizeSettings(
+                args.model,
+                "lm-extraction:ids=" + ",".join(forget + keep),
+                str(planted),
+                lr=1e-4,
+                max_epochs=60,
+                batch_size=8,
+            ),
             overwrite=True,
         )
         print(f"planted {len(forget) + len(keep)} sequences in {report['epochs']} epochs")

@@ -1,5 +1,6 @@
 """icu-unlearn: make a causal language model forget specific sequences, and prove it."""
 
+from ._version import __version__
 from .config import RunConfig, load_config
 from .data.forget import ForgetSample, load_forget_set
 from .evaluate import EvalResult, EvalSettings, evaluate
@@ -7,6 +8,7 @@ from .metrics.memorization import memorization_scores, memorization_scores_refer
 from .train import UnlearnResult, unlearn
 
 __all__ = [
+    "__version__",
     "EvalResult",
     "EvalSettings",
     "RunConfig",
@@ -19,4 +21,3 @@ __all__ = [
     "memorization_scores",
     "memorization_scores_reference",
 ]
-__version__ = "0.1.0"

@@ -76,4 +76,9 @@ def load(path: Path, model, optimizer, procs) -> dict:
         states = [states]
     if procs.rank < len(states):  # resumed on more processes: the new ones keep their seed
         torch.set_rng_state(states[procs.rank])
+    return read_state(path)
+
+
+def read_state(path: Path) -> dict:
+    """The run state saved with the checkpoint (no weights)."""
     return json.loads((path / "state.json").read_text())

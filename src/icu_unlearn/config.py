@@ -19,6 +19,31 @@ from .errors import UsageError
 
 
 @dataclass
+class ScoringSettings:
+    """How forget sets are scored: shared by `icu-unlearn eval` and a run's `eval:` section."""
+
+    batch_size: int = field(default=8, metadata={"help": "sequences per forward pass"})
+    decode_batch_size: int = field(
+        default=128,
+        metadata={"help": "EL decoding rows per step; per-token cost on CPU bottoms out here"},
+    )
+    bertscore_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "BERTScore encoder folder or id; default the packaged all-MiniLM-L6-v2 "
+            "(the authors' code used bert-base-uncased, which is not offline here)"
+        },
+    )
+    bertscore_layers: int = field(
+        default=6, metadata={"help": "encoder layer BERTScore reads (MiniLM has 6)"}
+    )
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.decode_batch_size < 1:
+            raise UsageError("eval batch sizes must be at least 1")
+
+
+@dataclass
 class AnalogousConfig:
     pool: str | None = None  # None: lm-extraction train rows minus the forget set (paper §4.1)
     pool_limit: int | None = None  # first N pool rows only: embedding 15k rows costs ~5 min on CPU
@@ -41,8 +66,6 @@ class RefinementConfig:
     bertscore_max: float = 0.3  # a of Eq. 5
     bleu_max: float = 0.01  # b of Eq. 5, BLEU on a 0-1 scale
     num_beams: int = 1  # greedy; the authors' code used 2
-    bertscore_model: str | None = None  # None: packaged MiniLM; the paper's code: bert-base-uncased
-    bertscore_layers: int = 6
 
     def __post_init__(self):
         if self.rule not in ("all", "any"):
@@ -65,6 +88,22 @@ class StopConfig:
     def __post_init__(self):
         if self.thresholds not in ("fixed", "auto"):
             raise UsageError(f"stop.thresholds must be 'fixed' or 'auto', got {self.thresholds!r}")
+
+
+@dataclass
+class KUMPRConfig:
+    # Jang et al. (2023) ascend on every token of the sequence; true: the suffix only (t >= t0)
+    suffix_only: bool = False
+
+
+@dataclass
+class MemorizeConfig:
+    # `icu-unlearn memorize` (method memorize) stops when every sequence's MA reaches this
+    target_ma: float = 0.95
+
+    def __post_init__(self):
+        if not 0 < self.target_ma <= 1:
+            raise UsageError(f"memorize.target_ma must be in (0, 1], got {self.target_ma}")
 
 
 @dataclass
@@ -151,16 +190,18 @@ class RunConfig:
     grad_accum: int = 1
     max_epochs: int = 100
     seed: int = 42
-    eval_batch_size: int = 8  # sequences per metric forward pass
-    eval_decode_batch_size: int = 64  # EL decoding rows per step; each holds a KV cache
     data_dir: str | None = None
     out: str | None = None
     trust_remote_code: bool = False
     redact: bool = False  # forgotten texts in samples.jsonl and checkpoints as hashes only
+    # how the run scores (batch sizes, BERTScore's encoder); EL's n and window are stop's
+    eval: ScoringSettings = field(default_factory=ScoringSettings)
     analogous: AnalogousConfig = field(default_factory=AnalogousConfig)
     refinement: RefinementConfig = field(default_factory=RefinementConfig)
     stop: StopConfig = field(default_factory=StopConfig)
+    kumpr: KUMPRConfig = field(default_factory=KUMPRConfig)
     llmu: LLMUConfig = field(default_factory=LLMUConfig)
+    memorize: MemorizeConfig = field(default_factory=MemorizeConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     npo: NPOConfig = field(default_factory=NPOConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)

@@ -9,48 +9,62 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import load_config
 from .data.forget import load_forget_set
 from .errors import UsageError
 from .evaluate import EvalSettings, evaluate
-from .memorize import memorize
+from .io import atomic_write_json
+from .memorize import MemorizeSettings, memorize
 from .models import load_model_and_tokenizer
 from .report import write_report
+from .table import text_table
 from .train import unlearn
 
 
 @dataclass
 class DemoSettings:
-    model: str = "smollm2-135m"
-    plant: str = "lm-extraction:8_0"  # a published forget set: code, licences, web boilerplate
-    forget_count: int | None = None  # None: the first half of the planted sequences
-    out: str = "runs/demo"
-    lr: float = 1e-4  # configs/smollm2-cpu.yaml: the slowest rate that forgets 8 in 15 epochs
-    # Two updates an epoch: the per-epoch check (EL/MA of every forget and kept sequence)
-    # costs more than a step; at batch 4 MA was still 0.85 after 9 epochs (one step each).
-    batch_size: int = 2
-    max_epochs: int = 30
-    pool_limit: int = 500  # the first 500 pool rows: ~12 s to embed on 2 cores, then cached
-    plant_lr: float = 1e-4
-    plant_batch_size: int = 2  # four updates an epoch: 8 sequences took 13 epochs at batch 8
-    plant_max_epochs: int = 40
-    perplexity_texts: int = 10  # Pile and Wikitext validation texts for the perplexity check
-    data_dir: str | None = None
+    model: str = field(
+        default="smollm2-135m", metadata={"help": "the model to plant into and unlearn"}
+    )
+    plant: str = field(
+        default="lm-extraction:8_0",
+        metadata={"help": "sequences to plant: a published forget set of code, licences, web text"},
+    )
+    forget_count: int | None = field(
+        default=None, metadata={"help": "how many of them to forget (default: the first half)"}
+    )
+    out: str = field(default="runs/demo", metadata={"help": "planted model, run and report"})
+    lr: float = field(
+        default=1e-4,
+        metadata={"help": "ICU's rate: configs/smollm2-cpu.yaml, the slowest to forget 8 in 15 epochs"},
+    )
+    batch_size: int = field(
+        default=2,
+        metadata={
+            "help": "two updates an epoch: the per-epoch check costs more than a step; "
+            "at batch 4 MA was still 0.85 after 9 epochs"
+        },
+    )
+    max_epochs: int = field(default=30, metadata={"help": "ICU epoch budget"})
+    pool_limit: int = field(
+        default=500,
+        metadata={"help": "the first N pool rows: 500 embed in ~12 s on 2 cores, then cached"},
+    )
+    plant_lr: float = field(default=1e-4, metadata={"help": "planting's learning rate"})
+    plant_batch_size: int = field(
+        default=2, metadata={"help": "four updates an epoch: 8 sequences took 13 epochs at 8"}
+    )
+    plant_max_epochs: int = field(default=40, metadata={"help": "planting's epoch budget"})
+    perplexity_texts: int = field(
+        default=10, metadata={"help": "Pile and Wikitext validation texts for the perplexity check"}
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "offline data mirror (default: $ICU_DATA_DIR)"}
+    )
     progress: bool = True
-
-    def with_options(self, given: DemoSettings) -> DemoSettings:
-        """These sizes with the user's model, plant set, forget count and folders."""
-        return replace(
-            self,
-            model=given.model,
-            plant=given.plant,
-            forget_count=given.forget_count,
-            out=given.out,
-            data_dir=given.data_dir,
-        )
 
 
 # `--quick`: the whole pipeline on two short sequences, for CI and a first look.
@@ -100,7 +114,6 @@ def run_demo(settings: DemoSettings) -> dict:
         [
             f"model={planted}",
             f"forget={forget_spec}",
-            "eval_decode_batch_size=128",  # the per-token cost of EL decoding bottoms out here
             f"lr={settings.lr}",
             f"batch_size={settings.batch_size}",
             f"max_epochs={settings.max_epochs}",
@@ -124,7 +137,7 @@ def run_demo(settings: DemoSettings) -> dict:
     print(f"\nreport: {written[0]} (and {written[1].name}); run: {result.out}")
     print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "demo.json", summary)
     return summary
 
 
@@ -149,13 +162,15 @@ def _plant(settings: DemoSettings, folder: Path) -> str:
             print(f"reusing {folder} (planted in {report['epochs']} epochs earlier)")
             return str(folder)
     report = memorize(
-        settings.model,
-        settings.plant,
-        folder,
-        lr=settings.plant_lr,
-        max_epochs=settings.plant_max_epochs,
-        batch_size=settings.plant_batch_size,
-        data_dir=settings.data_dir,
+        MemorizeSettings(
+            settings.model,
+            settings.plant,
+            str(folder),
+            lr=settings.plant_lr,
+            max_epochs=settings.plant_max_epochs,
+            batch_size=settings.plant_batch_size,
+            data_dir=settings.data_dir,
+        ),
         overwrite=True,
         progress=settings.progress,
     )
@@ -195,8 +210,6 @@ def _clip(text: str, width: int) -> str:
 
 
 def _sample_table(rows: list[dict], forget: set[str], suffixes: dict[str, str]) -> str:
-    from .cli import _table
-
     table = [["id", "asked", "EL10", "MA", "true suffix", "model's continuation"]]
     for r in rows:
         table.append(
@@ -209,7 +222,7 @@ def _sample_table(rows: list[dict], forget: set[str], suffixes: dict[str, str]) 
                 _clip(r["generation"], 38),
             ]
         )
-    return _table(table)
+    return text_table(table)
 
 
 def _summary(before, after, forget, ppl_before, ppl_after, result) -> dict:

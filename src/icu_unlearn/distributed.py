@@ -94,6 +94,11 @@ class Processes:
             self.accelerator.wait_for_everyone()
 
 
+def micro_size(batch: int, grad_accum: int, world: int) -> int:
+    """Samples per forward pass: the step's batch over accumulation steps and processes."""
+    return -(-batch // (grad_accum * world))
+
+
 REPLICATED = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
 
 

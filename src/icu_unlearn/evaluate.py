@@ -9,12 +9,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .config import ScoringSettings
 from .data.forget import ForgetSample, load_forget_set
+from .distributed import Processes
 from .io import atomic_write_json, atomic_write_jsonl
 from .metrics.judge import JudgeConfig, judge_generations
-from .metrics.memorization import memorization_scores
+from .metrics.memorization import memorization_accuracy, memorization_scores
 from .metrics.similarity import (
-    DEFAULT_BERTSCORE_LAYERS,
     bertscore_f1,
     default_bertscore_model,
     sentence_bleu,
@@ -25,16 +26,18 @@ from .privacy import redact_row
 
 
 @dataclass
-class EvalSettings:
-    el_n: int = 10  # the paper reports EL_10
-    el_window: bool = False  # True: only prefix lengths >= t0 (the authors' code)
-    batch_size: int = 8  # sequences per forward pass
-    decode_batch_size: int = (
-        128  # EL decoding rows per step: per-token cost on CPU bottoms out here
+class EvalSettings(ScoringSettings):
+    """`icu-unlearn eval`'s settings: the scoring ones plus the metrics' own."""
+
+    el_n: int = field(default=10, metadata={"help": "n-gram size of EL; the paper reports EL_10"})
+    el_window: bool = field(
+        default=False,
+        metadata={"help": "EL over prefix lengths >= t0 only, as the authors' code computed it"},
     )
-    bertscore_model: str | None = None  # None: the packaged all-MiniLM-L6-v2
-    bertscore_layers: int = DEFAULT_BERTSCORE_LAYERS
-    judge: JudgeConfig | None = None  # the paper's GPT evaluation, when an endpoint is given
+    judge: JudgeConfig | None = field(
+        default=None,
+        metadata={"help": "the paper's GPT evaluation, when an endpoint is given"},
+    )
 
 
 @dataclass
@@ -60,22 +63,48 @@ def score_samples(
     settings: EvalSettings,
     progress: bool = False,
     timings: dict | None = None,
+    procs: Processes | None = None,
+    similarity: bool = True,
+    el: bool = True,
 ) -> list[dict]:
     """One row per sample: EL_n, MA, BERTScore F1, BLEU, entropy and the greedy generation.
 
+    With `procs` (a run's processes) each process scores its share and every process
+    gets every row, in order. `similarity=False` leaves out BERTScore, BLEU, entropy and
+    the generation's text (the retain probe and the thresholds need EL and MA only);
+    `el=False` scores MA alone, one forward pass (planting stops on MA).
     `timings`, when given, receives the seconds spent on EL/MA (with the greedy
     generation they share) and on BERTScore + BLEU.
     """
+    mine = samples if procs is None else procs.score_share(samples)
+    if el:
+        rows = _score(model, tokenizer, mine, settings, progress, timings, similarity)
+    else:
+        ma = memorization_accuracy(
+            model, [s.input_ids for s in mine], tokenizer.pad_token_id, settings.batch_size
+        )
+        rows = [{"id": s.id, "ma": m} | _facts(s) for s, m in zip(mine, ma, strict=True)]
+    return rows if procs is None else procs.gather(rows)
+
+
+def _facts(sample: ForgetSample) -> dict:
+    return {
+        "prefix_tokens": sample.prefix_length,
+        "suffix_tokens": len(sample.suffix_ids),
+        "sha256": sample.content_hash(),
+    }
+
+
+def _score(model, tokenizer, samples, settings, progress, timings, similarity) -> list[dict]:
     started = time.perf_counter()
-    ids = [s.input_ids for s in samples]
-    t0s = [s.prefix_length for s in samples]
     el, ma, gens = [], [], []
     step = settings.batch_size
     for k in tqdm(range(0, len(samples), step), desc="EL/MA", disable=not progress, unit="batch"):
+        batch = samples[k : k + step]
         scores = memorization_scores(
             model,
-            ids[k : k + step],
-            t0s[k : k + step],
+            [s.input_ids for s in batch],
+            [s.prefix_length for s in batch],
             pad_token_id=tokenizer.pad_token_id,
             n=settings.el_n,
             window=settings.el_window,
@@ -87,6 +116,20 @@ def score_samples(
         gens += scores.generations
     memorization_seconds = time.perf_counter() - started
     started = time.perf_counter()
+    rows = [
+        {"id": s.id, f"el_{settings.el_n}": el[i], "ma": ma[i]} | _facts(s)
+        for i, s in enumerate(samples)
+    ]
+    if similarity and samples:
+        _add_similarity(rows, gens, tokenizer, samples, settings, progress)
+    if timings is not None:
+        timings["memorization_seconds"] = memorization_seconds
+        timings["similarity_seconds"] = time.perf_counter() - started
+    return rows
+
+
+def _add_similarity(rows, gens, tokenizer, samples, settings, progress) -> None:
+    """BERTScore F1, BLEU and entropy of each greedy generation, and the judge's score."""
     texts = [tokenizer.decode(g, skip_special_tokens=True) for g in gens]
     references = [s.suffix for s in samples]
     bert = bertscore_f1(
@@ -96,37 +139,28 @@ def score_samples(
         num_layers=settings.bertscore_layers,
     )
     bleu = sentence_bleu(texts, references)
-    if timings is not None:
-        timings["memorization_seconds"] = memorization_seconds
-        timings["similarity_seconds"] = time.perf_counter() - started
     judged = None
     if settings.judge is not None:
         judged = judge_generations(
             settings.judge, [s.prefix for s in samples], references, texts, progress=progress
         )
-    rows = []
-    for i, s in enumerate(samples):
-        rows.append(
-            {
-                "id": s.id,
-                f"el_{settings.el_n}": el[i],
-                "ma": ma[i],
-                "bertscore_f1": bert[i],
-                "bleu": bleu[i],
-                "entropy": token_entropy(gens[i]),
-                "generation": texts[i],
-                "prefix_tokens": s.prefix_length,
-                "suffix_tokens": len(s.suffix_ids),
-                "sha256": s.content_hash(),
-            }
-        )
+    for i, row in enumerate(rows):
+        extra = {
+            "bertscore_f1": bert[i],
+            "bleu": bleu[i],
+            "entropy": token_entropy(gens[i]),
+            "generation": texts[i],
+        }
+        # the rows' key order: metrics, generation, the sample's facts, the judge's
+        rows[i] = {k: row[k] for k in ("id", f"el_{settings.el_n}", "ma")} | extra | row
         if judged is not None:
-            rows[-1] |= {"judge_score": judged["scores"][i], "judge_reply": judged["replies"][i]}
-    return rows
+            rows[i] |= {"judge_score": judged["scores"][i], "judge_reply": judged["replies"][i]}
 
 
 def summarize(rows: list[dict], el_n: int) -> dict:
-    means = {k: sum(r[k] for r in rows) / len(rows) for k in metric_keys(el_n)}
+    """The mean of every metric the rows hold (a planting run's rows hold MA alone)."""
+    keys = [k for k in metric_keys(el_n) if k in rows[0]]
+    means = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
     if rows and "judge_score" in rows[0]:  # the mean over the replies that had a score
         scores = [r["judge_score"] for r in rows if r["judge_score"] is not None]
         means["judge"] = sum(scores) / len(scores) if scores else None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,4 +50,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def publish_model(target: Path, save: Callable[[Path], None]) -> None:
+    """Write a model folder whole, then put it in place: `save(folder)` fills a temporary
+    folder next to `target`, which replaces `target` in one rename. A save that fails
+    half-way leaves `target` as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir(target.parent, f".{target.name}.")
+    try:
+        save(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise

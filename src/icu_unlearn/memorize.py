@@ -1,103 +1,90 @@
 """Plant sequences into a model (fine-tune until memorized), to build unlearning test subjects.
 
-The paper's GPT-Neo models memorized the Pile in pre-training; any other model
-needs this step before there is anything to forget.
+Planting runs through the one training loop as the method `memorize`, so it has what
+every run has: several processes, checkpoints, `--resume`, the same outputs. The
+planted model is `OUT/model`; `OUT/memorize.json` summarizes the planting.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
+from accelerate import PartialState
 
-from .data.forget import load_forget_set
-from .errors import UsageError
-from .generation import right_pad
-from .io import atomic_write_json, temp_dir
-from .losses import nll_loss
-from .metrics.memorization import memorization_accuracy
-from .models import load_model_and_tokenizer
+from .config import RunConfig, load_config
+from .io import atomic_write_json
+from .train import unlearn
+
+
+@dataclass
+class MemorizeSettings:
+    model: str = field(metadata={"help": "hub id, local folder, or smollm2-135m"})
+    forget: str = field(metadata={"help": "the sequences to plant (a forget-set spec)"})
+    out: str = field(metadata={"help": "run folder; the planted model is OUT/model"})
+    lr: float = field(
+        default=1e-4, metadata={"help": "SmolLM2-135M plants 8 sequences in ~10 epochs here"}
+    )
+    max_epochs: int = field(default=100, metadata={"help": "epoch budget"})
+    target_ma: float = field(
+        default=0.95, metadata={"help": "stop when every sequence's MA reaches it"}
+    )
+    batch_size: int = field(default=8, metadata={"help": "sequences per update"})
+    seed: int = field(default=42, metadata={"help": "order of the sequences each epoch"})
+    prefix_length: int = field(default=50, metadata={"help": "t0 for {id,text} files"})
+    data_dir: str | None = field(default=None, metadata={"help": "offline data mirror"})
 
 
 def memorize(
-    model: str,
-    forget: str,
-    out: str | Path,
-    lr: float = 1e-4,  # SmolLM2-135M plants 8 sequences in ~10 epochs at this rate
-    max_epochs: int = 100,
-    target_ma: float = 0.95,
-    batch_size: int = 8,
-    seed: int = 42,
-    prefix_length: int = 50,
-    data_dir: str | None = None,
+    settings: MemorizeSettings,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Fine-tune on the whole sequences until every one has MA >= target_ma; save to `out`."""
-    out = Path(out).expanduser()
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UsageError(f"{out} already holds files; use --overwrite or another --out")
-    torch.manual_seed(seed)
-    net, tokenizer = load_model_and_tokenizer(model)
-    samples = load_forget_set(
-        forget,
-        tokenizer,
-        prefix_length,
-        data_dir,
-        vocab_size=net.get_input_embeddings().num_embeddings,
-    )
-    seqs = [s.input_ids for s in samples]
-    pad = tokenizer.pad_token_id
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    history = []
-    started = time.perf_counter()
-    bar = tqdm(range(1, max_epochs + 1), desc="memorize", unit="epoch", disable=not progress)
-    for epoch in bar:
-        net.train()
-        generator = torch.Generator().manual_seed(seed + epoch)
-        order = torch.randperm(len(seqs), generator=generator).tolist()
-        for k in range(0, len(order), batch_size):
-            batch = [seqs[i] for i in order[k : k + batch_size]]
-            ids, mask = right_pad(batch, pad)
-            logits = net(input_ids=ids, attention_mask=mask).logits
-            loss = nll_loss(logits, ids, mask, torch.ones(len(batch), dtype=torch.long))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        net.eval()
-        ma = memorization_accuracy(net, seqs, pad)
-        history.append(
-            {"epoch": epoch, "loss": loss.item(), "min_ma": min(ma), "mean_ma": sum(ma) / len(ma)}
-        )
-        bar.set_postfix(loss=f"{loss.item():.3f}", min_ma=f"{min(ma):.3f}")
-        if min(ma) >= target_ma:
-            break
-    reached = min(ma) >= target_ma
-    _save(net, tokenizer, out)
+    """Fine-tune on the whole sequences until every one has MA >= target_ma."""
+    config = _run_config(settings)
+    result = unlearn(config, resume=resume, overwrite=overwrite, progress=progress)
+    final = [r for r in result.samples if r["epoch"] == result.manifest["epochs"]]
     report = {
-        "model": model,
-        "forget": forget,
-        "epochs": len(history),
-        "reached": reached,
-        "target_ma": target_ma,
-        "ma": dict(zip([s.id for s in samples], ma, strict=True)),
-        "lr": lr,
-        "seconds": round(time.perf_counter() - started, 1),
-        "history": history,
+        "model": settings.model,
+        "forget": settings.forget,
+        "epochs": result.manifest["epochs"],
+        "reached": result.status == "criteria_met",
+        "target_ma": settings.target_ma,
+        "ma": {r["id"]: r["ma"] for r in final},
+        "lr": settings.lr,
+        "seconds": round(sum(r.get("seconds", 0.0) for r in result.epochs), 1),
+        "history": [_history(result.samples, e) for e in result.epochs if "diverged" not in e],
+        "model_dir": str(result.model_dir),
     }
-    atomic_write_json(out / "memorize.json", report)
+    if PartialState().is_main_process:
+        atomic_write_json(Path(settings.out) / "memorize.json", report)
     return report
 
 
-def _save(model, tokenizer, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(out.parent, f".{out.name}.")
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+def _run_config(settings: MemorizeSettings) -> RunConfig:
+    overrides = {
+        "model": settings.model,
+        "forget": settings.forget,
+        "method": "memorize",
+        "lr": settings.lr,
+        "batch_size": settings.batch_size,
+        "max_epochs": settings.max_epochs,
+        "seed": settings.seed,
+        "prefix_length": settings.prefix_length,
+        "out": settings.out,
+        "memorize.target_ma": settings.target_ma,
+        **({"data_dir": settings.data_dir} if settings.data_dir else {}),
+    }
+    return load_config(None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+
+
+def _history(samples: list[dict], epoch: dict) -> dict:
+    ma = [r["ma"] for r in samples if r["epoch"] == epoch["epoch"]]
+    return {
+        "epoch": epoch["epoch"],
+        "loss": epoch["loss"],
+        "min_ma": min(ma),
+        "mean_ma": sum(ma) / len(ma),
+    }

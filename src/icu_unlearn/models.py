@@ -20,7 +20,7 @@ from transformers import (
 )
 
 from .errors import UsageError
-from .io import temp_dir
+from .io import publish_model, temp_dir
 from .paths import cache_dir
 
 
@@ -75,15 +75,12 @@ def packaged_model_dir(alias: str) -> Path:
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
     tokenizer.add_bos_token = False  # sequences are tokenize(prefix) + tokenize(suffix), no BOS
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(target.parent, f".{alias}.")
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+    publish_model(target, save)
     return target
 
 
@@ -115,6 +112,8 @@ def resolve_model_path(spec: str) -> str:
                 f"model folder {spec!r} does not exist; give a folder written by "
                 f"save_pretrained, a hub id, or one of: {', '.join(PACKAGED_MODELS)}"
             )
+        if not (path / "config.json").exists() and (path / "model" / "config.json").exists():
+            return str(path / "model")  # a run directory (`run`, `memorize`): its model
         if not (path / "config.json").exists():
             raise UsageError(
                 f"model folder {spec!r} has no config.json; give a folder written by save_pretrained"

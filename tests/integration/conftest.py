@@ -16,7 +16,7 @@ from tests.scenario import write_scenario
 def scenario(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("planted-scenario")
     paths = write_scenario(root, data_dir, gpt2_tokenizer())
-    paths["planted_model"] = root / "planted-model"
+    planting = root / "planting"  # a run directory: the planted model is its model/
     proc = run_cli(
         "memorize",
         "--model",
@@ -24,7 +24,7 @@ def scenario(tmp_path_factory, data_dir):
         "--forget",
         str(paths["planted"]),
         "--out",
-        str(paths["planted_model"]),
+        str(planting),
         "--lr",
         "1e-2",
         "--max-epochs",
@@ -35,6 +35,7 @@ def scenario(tmp_path_factory, data_dir):
         "20",
     )
     assert proc.returncode == 0, proc.stderr
-    report = json.loads((paths["planted_model"] / "memorize.json").read_text())
+    report = json.loads((planting / "memorize.json").read_text())
+    paths["planted_model"] = planting / "model"
     assert report["reached"] and min(report["ma"].values()) >= 0.9
     return paths

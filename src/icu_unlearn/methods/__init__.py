@@ -7,7 +7,7 @@ training loop in `train.py` does the rest.
 
 from __future__ import annotations
 
-from . import dpo, icu, kl, kumpr, llmu, npo
+from . import dpo, icu, kl, kumpr, llmu, memorize, npo
 
 METHODS = {
     "icu": icu.METHOD,
@@ -16,4 +16,5 @@ METHODS = {
     "llmu": llmu.METHOD,
     "dpo": dpo.METHOD,
     "npo": npo.METHOD,
+    "memorize": memorize.METHOD,  # planting, not unlearning: builds test subjects
 }

@@ -1,0 +1,132 @@
+"""What a method trains on besides the forget set, per forget sample: one builder per kind.
+
+A method names the kinds it needs (`Method.needs`); each kind's builder makes, for
+every forget sample, the samples that travel with it through training. Adding a kind
+is one builder and one line in `BUILDERS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+from ..config import RunConfig
+from ..errors import UsageError
+from ..methods.base import MISMATCH, PAIRS, REFUSAL
+from ..pairing import embed, pair
+from .forget import ForgetSample
+from .pool import load_pool
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    by_kind: dict[str, dict[str, list[ForgetSample]]]  # kind -> forget id -> its samples
+    pair_stats: dict | None  # the pairing's statistics, for the manifest
+    pair_rows: list[dict] | None  # pairs.jsonl: each forget sample's learn samples
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """The analogous pool with what the builders ask of it."""
+
+    pool: object
+    member_mask: list[bool]  # pool rows that are forget samples: never used
+    sample: Callable[[int], ForgetSample]  # a pool row as a learn sample
+
+
+@dataclass(frozen=True)
+class _Built:
+    by_id: dict[str, list[ForgetSample]]
+    stats: dict | None = None
+    rows: list[dict] | None = None
+
+
+def build(config: RunConfig, needs: set, forget: list[ForgetSample], tokenizer, progress: bool):
+    """The data of every kind in `needs`; the pool is loaded once, when a kind needs it."""
+
+    @cache
+    def pool() -> _Pool:
+        return _load_pool(config, forget, tokenizer)
+
+    by_kind, stats, rows = {}, None, None
+    for kind in sorted(needs, key=list(BUILDERS).index):
+        built = BUILDERS[kind](config, forget, tokenizer, pool, progress)
+        by_kind[kind] = built.by_id
+        stats = stats if built.stats is None else built.stats
+        rows = rows if built.rows is None else built.rows
+    return TrainingData(by_kind, stats, rows)
+
+
+def _load_pool(config: RunConfig, forget, tokenizer) -> _Pool:
+    a = config.analogous
+    pool = load_pool(a.pool, forget, tokenizer, a.pool_limit, config.data_dir)
+    members = {" ".join((s.prefix + s.suffix).split()) for s in forget}
+
+    def sample(index: int) -> ForgetSample:
+        return pool.learn_sample(
+            index, tokenizer, config.prefix_length, a.max_tokens, config.data_dir
+        )
+
+    return _Pool(pool, [" ".join(t.split()) in members for t in pool.texts], sample)
+
+
+def _pairs(config: RunConfig, forget, tokenizer, pool, progress: bool) -> _Built:
+    """Each forget sample's k analogous pool rows (paper Eq. 2), with what pairs.jsonl holds."""
+    import numpy as np
+
+    a, p = config.analogous, pool()
+    pairing = pair(
+        [s.id for s in forget],
+        embed([s.prefix + s.suffix for s in forget], a.encoder),
+        embed(p.pool.texts, a.encoder, progress=progress),
+        np.array(p.member_mask),
+        a.k,
+        a.max_similarity,
+    )
+    stats = {
+        "pairs": len(pairing.to_rows()),
+        "excluded_members": pairing.excluded_members,
+        "excluded_near_copies": pairing.excluded_near_copies,
+        "pool": p.pool.spec,
+        "pool_size": len(p.pool.texts),
+    }
+    rows = [r | {"learn_text": p.pool.texts[r["pool_index"]]} for r in pairing.to_rows()]
+    by_id = {fid: [p.sample(x.pool_index) for x in ps] for fid, ps in pairing.pairs.items()}
+    return _Built(by_id, stats, rows)
+
+
+def _mismatches(config: RunConfig, forget, tokenizer, pool, progress: bool) -> _Built:
+    """Each forget prefix continued by another pool text's suffix (LLMU's random data)."""
+    p = pool()
+    candidates = [i for i, member in enumerate(p.member_mask) if not member]
+    if not candidates:
+        raise UsageError("the analogous pool has no texts outside the forget set")
+    by_id = {}
+    for s in forget:  # a seeded draw per sample: the same whatever the sample order
+        other = p.sample(candidates[seeded_index(f"{config.seed}:{s.id}", len(candidates))])
+        by_id[s.id] = [
+            ForgetSample(f"mismatch:{s.id}", s.prefix_ids, other.suffix_ids, s.prefix, "")
+        ]
+    return _Built(by_id)
+
+
+def _refusals(config: RunConfig, forget, tokenizer, pool, progress: bool) -> _Built:
+    """Each forget prefix continued by a refusal such as "I don't know." (DPO's chosen side)."""
+    refusals = config.dpo.refusals
+    by_id = {}
+    for s in forget:
+        text = " " + refusals[seeded_index(f"{config.seed}:{s.id}", len(refusals))].strip()
+        ids = tuple(tokenizer(text, add_special_tokens=False).input_ids)
+        by_id[s.id] = [ForgetSample(f"refusal:{s.id}", s.prefix_ids, ids, s.prefix, text)]
+    return _Built(by_id)
+
+
+def seeded_index(key: str, n: int) -> int:
+    """A draw in [0, n) fixed by `key`: the same on every process, run and resume."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n
+
+
+# kind -> builder(config, forget, tokenizer, pool, progress); built in this order
+BUILDERS = {PAIRS: _pairs, MISMATCH: _mismatches, REFUSAL: _refusals}

@@ -1,0 +1,195 @@
+"""A run directory: what may be written where, the logs, the manifest, and publishing a model.
+
+Layout: `model/` (published whole at the end), `manifest.json`, `epochs.jsonl`,
+`samples.jsonl`, `pairs.jsonl`, `config.yaml`, `checkpoints/`. Only the main process
+writes; every file appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import yaml
+
+from . import checkpoint
+from ._version import __version__
+from .config import RunConfig, dump_config
+from .criteria import PROBE_KEYS
+from .distributed import micro_size
+from .errors import UsageError
+from .evaluate import summarize
+from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from .models import describe_model
+
+RUN_FILES = ("manifest.json", "epochs.jsonl", "samples.jsonl", "pairs.jsonl", "config.yaml")
+
+
+def check_out(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse an output directory the run must not write to, before anything is written."""
+    model_path = Path(config.model).expanduser()
+    if model_path.exists() and (
+        out.resolve() == model_path.resolve() or model_path.resolve() in out.resolve().parents
+    ):
+        raise UsageError(f"--out {out} is inside the input model folder; choose another directory")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory")
+    if resume:
+        if not (out / "checkpoints" / "LATEST").exists():
+            raise UsageError(
+                f"nothing to resume in {out}: it has no checkpoint; run without --resume"
+            )
+        saved = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
+        if saved and _resumable(yaml.safe_load(saved)) != _resumable(config.to_dict()):
+            raise UsageError(
+                f"the config differs from the one {out} was started with; "
+                "resume with the same config, or start a new --out"
+            )
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise UsageError(
+            f"{out} already holds files; use --resume to continue that run, "
+            "--overwrite to replace it, or another --out"
+        )
+    probe = out if out.exists() else next(p for p in out.parents if p.exists())
+    try:  # a real write: permission bits say nothing for root or read-only mounts
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError:
+        raise UsageError(f"cannot write to {probe}; choose a writable --out") from None
+
+
+def _resumable(config: dict) -> dict:
+    """What must match to resume: everything but max_epochs (a run may be extended)."""
+    return {k: v for k, v in config.items() if k != "max_epochs"}
+
+
+def clear(out: Path, extra: tuple[str, ...] = ()) -> None:
+    """Remove an earlier run's files (--overwrite); anything else in `out` stays."""
+    for name in (*RUN_FILES, *extra, "model", "checkpoints"):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def forget_record(config: RunConfig, forget: dict) -> dict:
+    """The forget set as the manifest records it: content hashes, never the text."""
+    hashes = [s.content_hash() for s in forget.values()]
+    return {
+        "spec": config.forget,
+        "num_samples": len(hashes),
+        "sample_sha256": dict(zip(forget, hashes, strict=True)),
+        "set_sha256": hashlib.sha256(json.dumps(sorted(hashes)).encode()).hexdigest(),
+    }
+
+
+def _record(config: RunConfig, forget: dict, **fields) -> dict:
+    """The run's record: what ran on what, with which software, and `fields` (status,
+    thresholds, metrics before and after, ...) in the order given."""
+    import accelerate
+    import transformers
+
+    head = {"icu_unlearn": __version__, "method": config.method}
+    return (
+        head
+        | {"status": fields.pop("status")}
+        | {
+            "config": config.to_dict(),
+            "model": describe_model(config.model),
+            "forget": forget_record(config, forget),
+        }
+        | fields
+        | {
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "versions": {
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "accelerate": accelerate.__version__,
+            },
+        }
+    )
+
+
+# ---------------------------------------------------------------- a run's state and record
+# `setup` is the run's RunSetup, `run` its RunProgress (run_setup.py).
+
+
+def save_checkpoint(setup, run) -> None:
+    state = asdict(run) | {"thresholds": setup.thresholds}
+    root = setup.out / "checkpoints"
+    checkpoint.save(root, run.epoch, setup.model, setup.optimizer, state, setup.procs)
+
+
+def restore(setup, run, path: Path) -> None:
+    state = checkpoint.load(path, setup.model, setup.optimizer, setup.procs)
+    for name in asdict(run):
+        setattr(run, name, state[name])
+    if run.status == "max_epochs" and run.epoch < setup.config.max_epochs:
+        run.status = None  # extended: go on
+    elif run.status is None and run.epoch >= setup.config.max_epochs:
+        run.status = "max_epochs"  # cut short: finish at the checkpoint, train no further
+    if setup.procs.main:
+        atomic_write_text(setup.out / "config.yaml", dump_config(setup.config))
+    write_logs(setup, run)
+
+
+def write_logs(setup, run) -> None:
+    if setup.procs.main:
+        atomic_write_jsonl(setup.out / "epochs.jsonl", run.epochs)
+        atomic_write_jsonl(setup.out / "samples.jsonl", run.samples)
+
+
+def _summary_at(setup, run, epoch: int) -> dict:
+    rows = [r for r in run.samples if r["epoch"] == epoch]
+    means = summarize(rows, setup.config.stop.el_n) if rows else {}
+    if epoch == 0:
+        return means | run.probe_before
+    row = next((r for r in run.epochs if r["epoch"] == epoch and "diverged" not in r), {})
+    return means | {k: row[k] for k in PROBE_KEYS if k in row}
+
+
+def write_manifest(
+    setup,
+    run,
+    finished: bool = False,
+    status: str | None = None,
+    reference: dict | None = None,
+) -> dict:
+    """The run's record; written by the main process (the others build it and return it)."""
+    record = _record(
+        setup.config,
+        setup.forget,
+        status=status or (run.status if finished else "running"),
+        pairs=setup.data.pair_stats,
+        thresholds=setup.thresholds,
+        epochs=run.epoch,
+        before=_summary_at(setup, run, 0),
+        after=_summary_at(setup, run, run.epoch) if finished else None,
+        active_at_end=run.active if finished else None,
+        # why the run stopped early and which epoch's model it kept
+        diverged=run.epochs[-1] if run.status == "diverged" else None,
+        reference=reference,
+        parameters=setup.parameters,
+        processes=_processes(setup),
+    )
+    if setup.procs.main:
+        atomic_write_json(setup.out / "manifest.json", record)
+    return record
+
+
+def _processes(setup) -> dict:
+    config = setup.config
+    return {
+        "count": setup.procs.world,
+        "distributed_type": setup.accelerator.distributed_type.value,
+        "micro_batch": None
+        if config.batch_size == "all"
+        else micro_size(config.batch_size, config.grad_accum, setup.procs.world),
+    }

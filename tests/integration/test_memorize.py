@@ -1,0 +1,95 @@
+"""Planting runs through the one training loop: several processes plant what one plants,
+and a killed planting resumes to the same model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.integration.test_distributed import _launch
+from tests.integration.test_eval_cli import run_cli
+
+
+def _plant_args(scenario, out, epochs: int = 6) -> list[str]:
+    return [
+        "memorize",
+        "--model",
+        str(scenario["base"]),
+        "--forget",
+        str(scenario["forget"]),
+        "--out",
+        str(out),
+        "--lr",
+        "1e-2",
+        "--max-epochs",
+        str(epochs),
+        "--batch-size",
+        "4",
+        "--prefix-length",
+        "20",
+        "--target-ma",
+        "1.0",  # out of reach in 6 epochs: every planting trains the same number of epochs
+    ]
+
+
+def _weights(out):
+    return load_file(out / "model" / "model.safetensors")
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def one_process_planting(scenario, tmp_path_factory):
+    out = tmp_path_factory.mktemp("plant-one") / "planting"
+    proc = run_cli(*_plant_args(scenario, out))
+    assert proc.returncode == 1, proc.stderr  # 1: the target MA was not reached
+    assert "did NOT reach" in proc.stdout
+    return out
+
+
+def test_planting_on_two_processes_equals_one(scenario, one_process_planting, tmp_path):
+    out = tmp_path / "planting"
+    launched = _launch("ddp.yaml", *_plant_args(scenario, out))
+    assert launched.returncode == 1, launched.stderr
+    _assert_same_weights(_weights(one_process_planting), _weights(out))
+    one = json.loads((one_process_planting / "memorize.json").read_text())
+    two = json.loads((out / "memorize.json").read_text())
+    assert one["epochs"] == two["epochs"] == 6
+    assert one["ma"] == pytest.approx(two["ma"], abs=1e-6)
+    # it planted something: MA rose over the epochs
+    assert two["history"][-1]["mean_ma"] > two["history"][0]["mean_ma"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["processes"]["count"] == 2 and manifest["method"] == "memorize"
+
+
+def test_a_killed_planting_resumes_to_the_same_model(scenario, one_process_planting, tmp_path):
+    out = tmp_path / "planting"
+    killed = run_cli(*_plant_args(scenario, out), env={"ICU_UNLEARN_FAULT": "train_step:3"})
+    assert killed.returncode == -9 and not (out / "model").exists()
+    resumed = run_cli(*_plant_args(scenario, out), "--resume")
+    assert resumed.returncode == 1, resumed.stderr
+    _assert_same_weights(_weights(one_process_planting), _weights(out))
+    one = json.loads((one_process_planting / "memorize.json").read_text())
+    again = json.loads((out / "memorize.json").read_text())
+    assert one["ma"] == again["ma"] and one["history"] == again["history"]
+
+
+def test_a_planting_run_directory_loads_as_its_model(scenario, one_process_planting):
+    """`--model DIR` of a run or planting directory means its model/ folder."""
+    proc = run_cli(
+        "eval",
+        "--model",
+        str(one_process_planting),
+        "--forget",
+        str(scenario["forget"]),
+        "--prefix-length",
+        "20",
+    )
+    assert proc.returncode == 0, proc.stderr
