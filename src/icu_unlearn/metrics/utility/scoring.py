@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...generation import _longest_first, generate_continuations, token_logprobs
+from ...generation import generate_continuations, longest_first
+from ..perplexity import sequence_nll
 from .engine import encode_requests, loglikelihoods
 
 # Longest text a perplexity or prompt is cut to, in tokens: the model's own limit
@@ -186,20 +187,22 @@ def score_perplexity(
     """Corpus perplexity: exp(total NLL / total predicted tokens), each text cut to its
     first `max_length` tokens; texts of fewer than two tokens predict nothing and are skipped.
 
-    The same computation as `metrics.perplexity.perplexity` (tests hold them equal),
-    run here in chunks for the progress bar and a per-text NLL.
+    `metrics.perplexity`'s computation, run here in chunks for the progress bar and a
+    per-text NLL.
     """
     ids = tokenizer([e.text for e in examples], add_special_tokens=False)["input_ids"]
     kept = [(e, s[: settings.max_length]) for e, s in zip(examples, ids, strict=True)]
     kept = [(e, s) for e, s in kept if len(s) >= 2]
     nll = [0.0] * len(kept)
     with settings.bar(total=len(kept)) as bar:
-        for chunk in _longest_first([len(s) for _, s in kept], settings.batch_size):
-            logps = token_logprobs(
-                model, [kept[i][1] for i in chunk], tokenizer.pad_token_id, settings.batch_size
-            )
-            for i, lp in zip(chunk, logps, strict=True):
-                nll[i] = -float(lp.double().sum())
+        for chunk in longest_first([len(s) for _, s in kept], settings.batch_size):
+            seqs = [kept[i][1] for i in chunk]
+            for i, n in zip(
+                chunk,
+                sequence_nll(model, seqs, tokenizer.pad_token_id, settings.batch_size),
+                strict=True,
+            ):
+                nll[i] = n
             bar.update(len(chunk))
     records = [
         {"id": e.id, "num_tokens": len(s), "nll": n} for (e, s), n in zip(kept, nll, strict=True)
@@ -249,7 +252,7 @@ def score_dialogue(
     ]
     replies: list[list[int]] = [[] for _ in examples]
     with settings.bar(total=len(examples)) as bar:
-        for chunk in _longest_first([len(p) for p in prompts], settings.batch_size):
+        for chunk in longest_first([len(p) for p in prompts], settings.batch_size):
             outputs = generate_continuations(
                 model,
                 [prompts[i] for i in chunk],

