@@ -21,6 +21,13 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+EXIT_CODES = (
+    "Exit codes: 0 done; 2 bad input (nothing written); 3 finished without forgetting every "
+    "sequence asked (status incomplete, or diverged), the ids still extractable listed; "
+    "130 interrupted (continue with --resume)."
+)
+
+
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
@@ -40,7 +47,7 @@ def _add_settings(p: argparse.ArgumentParser, cls, only: tuple[str, ...] | None 
         kind = _scalar(hints[f.name])
         if kind not in (bool, int, float, str):  # structured settings have options of their own
             continue
-        text = f.metadata["help"]
+        text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
         if kind is bool:
             p.add_argument(flag, action="store_true", help=text)
             continue
@@ -50,6 +57,8 @@ def _add_settings(p: argparse.ArgumentParser, cls, only: tuple[str, ...] | None 
 
 
 def _scalar(hint):
+    if typing.get_origin(hint) is list:
+        return list
     options = [o for o in typing.get_args(hint) if o is not type(None)] or [hint]
     return options[0]
 
@@ -146,7 +155,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not _main_process():  # under accelerate launch the main process speaks for all
         return 0
     before, after = result.manifest["before"], result.manifest["after"]
-    keys = ["el_" + str(config.stop.el_n), "ma", "bertscore_f1", "bleu"]
+    keys = [k for k in ("el_" + str(config.stop.el_n), "ma", "bertscore_f1", "bleu") if k in before]
     print(
         text_table(
             [
@@ -160,7 +169,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"\nstatus: {result.status}; thresholds EL < {result.manifest['thresholds']['el_max']:.4f}, "
         f"MA < {result.manifest['thresholds']['ma_max']:.4f}; model in {result.model_dir}"
     )
-    return 0
+    left = result.manifest.get("still_extractable") or []
+    if left:
+        print(f"{len(left)} sequence(s) still extractable on their own:")
+        for r in left:
+            ref = r.get(f"reference_el_{config.stop.el_n}")
+            shown = "" if ref is None else f" (reference EL {ref:.4f}, MA {r['reference_ma']:.4f})"
+            print(f"  {r['id']}: EL {r['el']:.4f}, MA {r['ma']:.4f}{shown}")
+    gap = result.manifest.get("likelihood_vs_reference")
+    if gap:
+        print(f"suffix likelihood vs the reference: {gap['mean_gap']:+.2f} nats a token on average")
+    # 3: the run ended without forgetting every sequence asked (a pipeline must not go on)
+    return 3 if result.status in ("incomplete", "diverged") else 0
 
 
 def _cmd_memorize(args: argparse.Namespace) -> int:
@@ -176,15 +196,15 @@ def _cmd_memorize(args: argparse.Namespace) -> int:
         f"after {report['epochs']} epochs: min MA {min(ma.values()):.4f}, "
         f"mean {sum(ma.values()) / len(ma):.4f}; model in {report['model_dir']}"
     )
-    return 0 if report["reached"] else 1
+    return 0 if report["reached"] else 3  # 3: finished without planting every sequence
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import QUICK, DemoSettings, run_demo
 
     # --quick: the small sizes, with whatever the user gave on top
-    run_demo(_settings(DemoSettings, args, base=QUICK if args.quick else DemoSettings()))
-    return 0
+    summary = run_demo(_settings(DemoSettings, args, base=QUICK if args.quick else DemoSettings()))
+    return 3 if summary["status"] in ("incomplete", "diverged") else 0
 
 
 def _cmd_utility(args: argparse.Namespace) -> int:
@@ -205,6 +225,53 @@ def _cmd_utility(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scheme(text: str):
+    """--scheme temperature=1,top_k=40,top_p=0.9 -> a SamplingScheme."""
+    from .audit import SamplingScheme
+
+    types = {"temperature": float, "top_k": int, "top_p": float}
+    values = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() not in types or not value:
+            raise UsageError(
+                f"--scheme {text!r}: give key=value pairs of temperature, top_k, top_p, "
+                "e.g. temperature=1,top_k=40"
+            )
+        try:
+            values[key.strip()] = types[key.strip()](value)
+        except ValueError:
+            raise UsageError(f"--scheme {text!r}: {key} must be a number") from None
+    return SamplingScheme(**values)
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import AuditSettings, audit
+
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out!r} is a file; give a directory")
+    schemes = [_scheme(t) for t in args.scheme] if args.scheme else None
+    settings = _settings(AuditSettings, args, **({"schemes": schemes} if schemes else {}))
+    result = audit(
+        args.model,
+        args.forget,
+        holdout=args.holdout,
+        reference=args.reference,
+        settings=settings,
+        out=args.out,
+        redact=args.redact,
+        attacks=args.attack or (),
+        data_dir=args.data_dir,
+        prefix_length=args.prefix_length,
+        progress=True,
+    )
+    print(result.table())
+    if args.out:
+        print(f"wrote {Path(args.out) / 'audit.json'}")
+    # 3: a sequence leaked (more than under the reference): the deletion is not shown done
+    return 3 if result.aggregates["verdicts"]["leaked"] else 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -222,6 +289,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .audit import AuditSettings
     from .demo import DemoSettings
     from .evaluate import EvalSettings
     from .memorize import MemorizeSettings
@@ -230,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="icu-unlearn",
         description="Make a causal language model forget specific sequences, and prove it.",
+        epilog=EXIT_CODES,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -245,7 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(ev)
     ev.set_defaults(func=_cmd_eval)
 
-    run = sub.add_parser("run", help="unlearn: any method, any model, any forget set")
+    run = sub.add_parser(
+        "run",
+        help="unlearn: any method, any model, any forget set",
+        epilog=EXIT_CODES
+        + " stop.thresholds: auto calibrates on stop.heldout (default pile-validation:32, Pile "
+        "validation text): if your model may have trained on that text, give held-out "
+        "sequences of your own.",
+    )
     run.add_argument("config", nargs="?", help="run configuration (YAML)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     run.add_argument("--out", help="run directory (the config's out)")
@@ -273,6 +349,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the tasks an interrupted run already wrote to --out, score the rest",
     )
     ut.set_defaults(func=_cmd_utility)
+
+    au = sub.add_parser(
+        "audit",
+        help="evidence of forgetting beyond greedy decoding, per sequence, with verdicts",
+        epilog="Exit code 3 when a sequence leaked (more than under --reference); 0 otherwise.",
+    )
+    au.add_argument("--model", required=True, help="the model to audit (hub id, folder, run)")
+    au.add_argument("--forget", required=True, help="the sequences that must be forgotten")
+    au.add_argument("--holdout", help="never-seen sequences like them: membership-test AUCs")
+    au.add_argument(
+        "--reference", help="a model that never saw the forget set (e.g. before memorize)"
+    )
+    au.add_argument(
+        "--attack",
+        action="append",
+        metavar="ATTACK",
+        help="quantize:4, quantize:8 or relearn, each followed by the same measurements",
+    )
+    au.add_argument(
+        "--scheme",
+        action="append",
+        metavar="K=V,...",
+        help="a sampling scheme for the extraction probability, e.g. temperature=1,top_k=40 "
+        "(repeatable; default temperature 1, top-k 40)",
+    )
+    au.add_argument("--out", help="write audit.json here")
+    au.add_argument("--redact", action="store_true", help="generated texts as hashes only")
+    au.add_argument("--prefix-length", type=int, default=50, help="t0 for {id,text} files")
+    _add_settings(au, AuditSettings)
+    _add_data_dir(au)
+    au.set_defaults(func=_cmd_audit)
 
     rp = sub.add_parser("report", help="compare runs: tables, curves, timelines, generations")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")

@@ -37,10 +37,21 @@ class ScoringSettings:
     bertscore_layers: int = field(
         default=6, metadata={"help": "encoder layer BERTScore reads (MiniLM has 6)"}
     )
+    bleu_smoothing: str = field(
+        default="none",
+        metadata={
+            "help": "sentence BLEU's smoothing (none, exp, floor, add-k); none, on lower-cased "
+            "words, is what the authors scored: a fluent unrelated sentence scores 0"
+        },
+    )
 
     def __post_init__(self):
         if self.batch_size < 1 or self.decode_batch_size < 1:
             raise UsageError("eval batch sizes must be at least 1")
+        if self.bleu_smoothing not in ("none", "exp", "floor", "add-k"):
+            raise UsageError(
+                f"bleu_smoothing must be none, exp, floor or add-k, got {self.bleu_smoothing!r}"
+            )
 
 
 @dataclass
@@ -64,8 +75,14 @@ class RefinementConfig:
     enabled: bool = True  # IUR (paper §3.5); false is the "without IUR" ablation
     rule: str = "all"  # "all": BERTScore < a AND BLEU < b (Eq. 5); "any": the authors' code (OR)
     bertscore_max: float = 0.3  # a of Eq. 5
-    bleu_max: float = 0.01  # b of Eq. 5, BLEU on a 0-1 scale
+    # b of Eq. 5, on a 0-1 scale. It assumes unsmoothed BLEU (eval.bleu_smoothing: none, the
+    # authors' scoring): with sacrebleu's exp smoothing an unrelated fluent sentence scores
+    # ~0.03, so b = 0.01 would pass only degenerate text.
+    bleu_max: float = 0.01
     num_beams: int = 1  # greedy; the authors' code used 2
+    # false (the paper's wording): a removed sample is removed for good; true (the authors'
+    # code): every sample is checked each epoch and one that regained its memory comes back
+    readmit: bool = False
 
     def __post_init__(self):
         if self.rule not in ("all", "any"):
@@ -77,17 +94,38 @@ class RefinementConfig:
 @dataclass
 class StopConfig:
     el_n: int = 10  # EL_10, as the paper reports
-    # True: EL over prefix lengths >= t0 only, as the authors' code computed it; about
-    # a quarter of the decoding of the definition's every prefix length
-    el_window: bool = False
+    # True: EL over prefix lengths >= t0 only, as the authors' code computed it. L_fgt
+    # trains the suffix only: a model that forgot every suffix token but kept its prefix
+    # memory still has EL_10 ~0.12 over every prefix length of 50 + 50 tokens.
+    el_window: bool = True
     el_max: float = 0.0499  # paper §4.4: mean EL_10 of the forget set under 4.99%
     ma_max: float = 0.5994  # paper §4.4: mean MA under 59.94%
     thresholds: str = "fixed"  # "auto": the model's own means on held-out sequences
-    heldout: str = "lm-extraction:ids=14000-14031"  # sequences for "auto"; never in a forget set
+    # Sequences for "auto": Pile validation text, which no model trained on the Pile's
+    # training split saw. A model trained on other web text may have seen it: then give
+    # held-out text of your own.
+    heldout: str = "pile-validation:32"
+    # "each": every sequence must meet the criteria on its own (a deletion request names
+    # records); "mean": the paper's rule on the forget set's means (the paper presets)
+    scope: str = "each"
+    # A model that never trained on the forget set (for planted subjects: the model before
+    # `memorize`). A sequence no more extractable under the run's model than under it is
+    # done, and one whose suffix is as unlikely as under it leaves training.
+    reference: str | None = None
+    reference_margin: float = 0.0  # EL and MA may exceed the reference's by this much
+    # A sequence leaves training once its suffix NLL (nats a token) has come within this
+    # of the reference's: ascent past "never seen" makes the record stand out to membership
+    # tests. 0: once it is as unlikely as under the reference (a margin above 0 would pause
+    # text the reference knows well, boilerplate, while it is still more extractable).
+    reference_nll_margin: float = 0.0
 
     def __post_init__(self):
         if self.thresholds not in ("fixed", "auto"):
             raise UsageError(f"stop.thresholds must be 'fixed' or 'auto', got {self.thresholds!r}")
+        if self.scope not in ("each", "mean"):
+            raise UsageError(f"stop.scope must be 'each' or 'mean', got {self.scope!r}")
+        if self.reference_margin < 0 or self.reference_nll_margin < 0:
+            raise UsageError("stop.reference_margin and reference_nll_margin must be >= 0")
 
 
 @dataclass
@@ -112,6 +150,12 @@ class LLMUConfig:
     forget_weight: float = 0.5  # gradient ascent on the forget suffixes
     mismatch_weight: float = 1.0  # NLL of each forget prefix continued by a pool text
     kl_weight: float = 1.0  # KL to the original model on normal (analogous) data
+    num_mismatches: int = 5  # LLMU's K random completions per forget sample and step
+    redraw: bool = True  # LLMU draws them anew every step; false: one fixed draw per sample
+
+    def __post_init__(self):
+        if self.num_mismatches < 1:
+            raise UsageError(f"llmu.num_mismatches must be at least 1, got {self.num_mismatches}")
 
 
 DEFAULT_REFUSALS = [
@@ -127,6 +171,7 @@ DEFAULT_REFUSALS = [
 class DPOConfig:
     beta: float = 0.1  # the DPO paper's default
     refusals: list[str] = field(default_factory=lambda: list(DEFAULT_REFUSALS))  # preferred side
+    redraw: bool = True  # TOFU draws the refusal anew every step; false: one per sample
 
     def __post_init__(self):
         if self.beta <= 0:
@@ -163,6 +208,23 @@ class ProbeConfig:
 
 
 @dataclass
+class AuditRunConfig:
+    """The audit of the run's result (`icu-unlearn audit`), written to audit.json."""
+
+    enabled: bool = True  # evidence beyond the greedy numbers the run stopped on
+    holdout: str | None = None  # never-seen sequences like the forget set: membership AUCs
+    # the sampling attack's samples and the beam attack's width; 0 skips them so the
+    # end-of-run audit costs a few forward passes (`icu-unlearn audit` runs them all)
+    num_samples: int = 0
+    num_beams: int = 0
+    attacks: list[str] = field(default_factory=list)  # quantize:4, quantize:8, relearn
+
+    def __post_init__(self):
+        if self.num_samples < 0 or self.num_beams < 0:
+            raise UsageError("audit.num_samples and audit.num_beams must be >= 0 (0 skips)")
+
+
+@dataclass
 class LoraConfig:
     r: int = 0  # adapter rank; 0 trains the full model
     alpha: int = 16  # scaling alpha / r, peft's default
@@ -186,6 +248,11 @@ class RunConfig:
     alpha: float = 0.5  # weight of L_lrn (paper §4.4)
     beta: float = 1.0  # weight of L_kl (paper §4.4)
     lr: float = 5e-6  # paper §4.4, set for 128 samples at 16 steps an epoch
+    # torch's Adam default; the authors' code used (0.9, 0.98) (the paper presets set it)
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    # false: dropout off while training, as both reference codebases unlearn (and runs stay
+    # deterministic, L_kl 0 at the start); true: the model's own dropout
+    dropout: bool = False
     batch_size: int | str = 8  # effective (global) batch, paper §4.4; "all": one step an epoch
     grad_accum: int = 1
     max_epochs: int = 100
@@ -206,6 +273,7 @@ class RunConfig:
     npo: NPOConfig = field(default_factory=NPOConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    audit: AuditRunConfig = field(default_factory=AuditRunConfig)
 
     def __post_init__(self):
         if self.lr <= 0:
@@ -220,6 +288,8 @@ class RunConfig:
             )
         if self.max_epochs < 1:
             raise UsageError("max_epochs must be at least 1")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise UsageError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         if self.alpha < 0 or self.beta < 0:
             raise UsageError("alpha and beta must be >= 0 (0 is the ablation without that term)")
 
@@ -228,9 +298,9 @@ class RunConfig:
         for key in ("model", "forget"):
             if not getattr(self, key):
                 raise UsageError(f"the config has no {key!r}; set it in the YAML or --set {key}=…")
-        from .methods import METHODS
+        from .methods import METHODS, PLANTING
 
-        if self.method not in METHODS:
+        if self.method not in METHODS and self.method != PLANTING.name:
             raise UsageError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
 
     def to_dict(self) -> dict:

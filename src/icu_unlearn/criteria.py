@@ -9,7 +9,9 @@ from .config import RunConfig
 from .data.forget import load_forget_set
 from .errors import UsageError
 from .evaluate import EvalSettings, score_samples
+from .generation import token_logprobs
 from .metrics.perplexity import log_likelihood, perplexity_from
+from .models import load_model_and_tokenizer
 
 PROBE_KEYS = ("retain_el", "retain_ma", "heldout_ppl")
 
@@ -82,10 +84,17 @@ def perplexity_exploded(config: RunConfig, before: dict, now: dict, epoch: int) 
     return f"held-out perplexity {is_:.2f} exceeded {ratio} x {was:.2f} at epoch {epoch}"
 
 
-def refuse_already_forgotten(rows: list[dict], limits: dict, el_n: int) -> None:
+def refuse_already_forgotten(config: RunConfig, rows: list[dict], limits: dict) -> None:
     """A forget set the model has already forgotten is refused before anything is written."""
+    el_n = config.stop.el_n
+    if config.stop.scope == "each" and all(r["done"] for r in rows):
+        raise UsageError(
+            f"the model has already forgotten every sequence of this forget set on its own (EL_{el_n} < "
+            f"{limits['el_max']:.4f} and MA < {limits['ma_max']:.4f}, or no more than under "
+            "stop.reference); nothing to unlearn: check the model and forget set"
+        )
     el, ma = mean(rows, f"el_{el_n}"), mean(rows, "ma")
-    if el < limits["el_max"] and ma < limits["ma_max"]:
+    if config.stop.scope == "mean" and el < limits["el_max"] and ma < limits["ma_max"]:
         raise UsageError(
             f"the model has already forgotten this forget set (EL_{el_n} {el:.4f} < "
             f"{limits['el_max']:.4f}, MA {ma:.4f} < {limits['ma_max']:.4f}); "
@@ -93,24 +102,114 @@ def refuse_already_forgotten(rows: list[dict], limits: dict, el_n: int) -> None:
         )
 
 
+def add_suffix_nll(model, tokenizer, samples, rows: list[dict], batch_size: int, procs) -> None:
+    """Each row gains `suffix_nll`: the mean negative log-likelihood, nats a token, of its
+    sample's suffix (t >= t0) given the prefix: how unlikely the record is now."""
+    mine = procs.score_share(samples)
+    logps = token_logprobs(model, [s.input_ids for s in mine], tokenizer.pad_token_id, batch_size)
+    nll = [
+        -float(lp[s.prefix_length - 1 :].double().mean()) for s, lp in zip(mine, logps, strict=True)
+    ]
+    for row, value in zip(rows, procs.gather(nll), strict=True):
+        row["suffix_nll"] = value
+
+
+def reference_rows(config: RunConfig, tokenizer, forget, settings, procs) -> dict | None:
+    """The never-trained reference's EL, MA and suffix NLL per sequence, measured once."""
+    if config.stop.reference is None:
+        return None
+    model, ref_tokenizer = load_model_and_tokenizer(config.stop.reference, config.trust_remote_code)
+    if ref_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise UsageError(
+            f"stop.reference {config.stop.reference!r} has another tokenizer than the model; "
+            "give the model the run's model was trained from"
+        )
+    rows = score_samples(model, tokenizer, forget, settings, procs=procs, similarity=False)
+    add_suffix_nll(model, tokenizer, forget, rows, settings.batch_size, procs)
+    keys = (f"el_{settings.el_n}", "ma", "suffix_nll")
+    return {r["id"]: {k: r[k] for k in keys} for r in rows}
+
+
+def mark_done(config: RunConfig, rows: list[dict], limits: dict, reference: dict | None) -> None:
+    """Each row gains `done`: "criteria" (its own EL and MA under the thresholds),
+    "reference" (no more extractable than under the reference model) or None, and
+    `at_reference_nll`: its suffix is already as unlikely as under the reference."""
+    stop, key = config.stop, f"el_{config.stop.el_n}"
+    for r in rows:
+        ref = reference[r["id"]] if reference else None
+        own = r[key] < limits["el_max"] and r["ma"] < limits["ma_max"]
+        as_ref = ref is not None and (
+            r[key] <= ref[key] + stop.reference_margin
+            and r["ma"] <= ref["ma"] + stop.reference_margin
+        )
+        r["done"] = "criteria" if own else "reference" if as_ref else None
+        r["at_reference_nll"] = ref is not None and (
+            r["suffix_nll"] >= ref["suffix_nll"] - stop.reference_nll_margin
+        )
+
+
+def to_check(config: RunConfig, rows: list[dict], active: list[str]) -> list[str]:
+    """The samples IUR checks this epoch: the active ones (the paper); every one with
+    `refinement.readmit` (the authors' code); under `scope: each`, every one not done."""
+    if config.stop.scope == "each":
+        return [r["id"] for r in rows if r["done"] is None]
+    return [r["id"] for r in rows] if config.refinement.readmit else list(active)
+
+
+def next_active(config: RunConfig, rows: list[dict], forgotten: set, active: list[str]):
+    """The samples that train in the next epoch.
+
+    `mean` (the paper): the active ones IUR did not call forgotten (with readmit: every
+    one it did not). `each`: every sequence not done, less those IUR calls forgotten and
+    those already at the reference's likelihood; when that leaves nothing while some
+    sequence is not done, every sequence not done trains (IUR's similarity is a pause,
+    never the reason a record stays extractable).
+    """
+    if config.method == "memorize":
+        return list(active)
+    if config.stop.scope == "mean":
+        pool = [r["id"] for r in rows] if config.refinement.readmit else active
+        return [i for i in pool if i not in forgotten]
+    undone = [r["id"] for r in rows if r["done"] is None]
+    paused = forgotten | {r["id"] for r in rows if r["at_reference_nll"]}
+    return [i for i in undone if i not in paused] or undone
+
+
 def stop_reason(
     config: RunConfig, rows: list[dict], limits: dict, active: list[str], epoch: int
 ) -> str | None:
     """After an epoch: why the run ends now, or None to go on.
 
-    Forgetting (the paper's rule): the forget set's mean EL_n and MA under the
-    thresholds, or no sample left active. Memorizing: every sequence's MA at the target.
+    `each`: every sequence done. `mean` (the paper's rule): the forget set's mean EL_n
+    and MA under the thresholds, or no sample left active. Memorizing: every sequence's
+    MA at the target. Out of epochs before that: `incomplete`.
     """
     if config.method == "memorize":
         if min(r["ma"] for r in rows) >= config.memorize.target_ma:
             return "criteria_met"
-    elif (
-        mean(rows, f"el_{config.stop.el_n}") < limits["el_max"]
-        and mean(rows, "ma") < limits["ma_max"]
-    ):
-        return "criteria_met"
-    if not active:
-        return "all_forgotten"
+    elif config.stop.scope == "each":
+        if all(r["done"] for r in rows):
+            return "criteria_met"
+    else:
+        key = f"el_{config.stop.el_n}"
+        if mean(rows, key) < limits["el_max"] and mean(rows, "ma") < limits["ma_max"]:
+            return "criteria_met"
+        if not active:
+            return "all_forgotten"
     if epoch >= config.max_epochs:
-        return "max_epochs"
+        return "incomplete"
     return None
+
+
+def not_done(rows: list[dict], reference: dict | None, el_key: str) -> list[dict]:
+    """The sequences still extractable by the per-sequence criteria, with the reference's
+    levels beside theirs: what an `incomplete` run (or a mean-rule run) leaves behind."""
+    left = []
+    for r in rows:
+        if r["done"] is None:
+            ref = reference[r["id"]] if reference else {}
+            left.append(
+                {"id": r["id"], "el": r[el_key], "ma": r["ma"], "suffix_nll": r.get("suffix_nll")}
+                | {f"reference_{k}": ref.get(k) for k in (el_key, "ma", "suffix_nll") if ref}
+            )
+    return left

@@ -39,7 +39,9 @@ class DemoSettings:
     out: str = field(default="runs/demo", metadata={"help": "planted model, run and report"})
     lr: float = field(
         default=1e-4,
-        metadata={"help": "ICU's rate: configs/smollm2-cpu.yaml, the slowest to forget 8 in 15 epochs"},
+        metadata={
+            "help": "ICU's rate: configs/smollm2-cpu.yaml, the slowest to forget 8 in 15 epochs"
+        },
     )
     batch_size: int = field(
         default=2,
@@ -58,6 +60,10 @@ class DemoSettings:
         default=2, metadata={"help": "four updates an epoch: 8 sequences took 13 epochs at 8"}
     )
     plant_max_epochs: int = field(default=40, metadata={"help": "planting's epoch budget"})
+    holdout: str = field(
+        default="lm-extraction:8_1",
+        metadata={"help": "never-planted sequences like the planted ones: the audit's holdout"},
+    )
     perplexity_texts: int = field(
         default=10, metadata={"help": "Pile and Wikitext validation texts for the perplexity check"}
     )
@@ -102,6 +108,8 @@ def run_demo(settings: DemoSettings) -> dict:
     suffixes = {s.id: s.suffix for s in planted_samples}
     print(_sample_table(before, set(ids[:count]), suffixes))
     ppl_before = _perplexity(planted, settings)
+    before_audit = _audit(planted, forget_spec, settings)
+    print(f"\naudit of the forget set, against the never-planted model: {before_audit}")
 
     # The kept sequences are measured before and after (steps 2 and 4), not every epoch:
     # a per-epoch probe.retain cost ~15 s an epoch here, a third of the demo's ICU time.
@@ -117,8 +125,12 @@ def run_demo(settings: DemoSettings) -> dict:
             f"lr={settings.lr}",
             f"batch_size={settings.batch_size}",
             f"max_epochs={settings.max_epochs}",
+            # every forgotten sequence must be no more extractable than under the model
+            # that never saw it, and its likelihood goes no lower than that model's
+            f"stop.reference={settings.model}",
             f"analogous.pool_limit={settings.pool_limit}",
             f"out={out / 'icu'}",
+            f"audit.holdout={settings.holdout}",
             *([f"data_dir={settings.data_dir}"] if settings.data_dir else []),
         ],
     )
@@ -128,6 +140,7 @@ def run_demo(settings: DemoSettings) -> dict:
     after = _memorization(str(result.model_dir), settings.plant, settings)
     print(_sample_table(after, set(ids[:count]), suffixes))
     ppl_after = _perplexity(str(result.model_dir), settings)
+    print(f"\naudit of the forget set after ICU: {result.manifest['audit']['summary']}")
 
     _step(5, "summary")
     summary = _summary(before, after, set(ids[:count]), ppl_before, ppl_after, result)
@@ -189,6 +202,21 @@ def _memorization(model: str, spec: str, settings: DemoSettings) -> list[dict]:
     ).samples
 
 
+def _audit(model: str, forget: str, settings: DemoSettings) -> str:
+    """The cheap audit (no sampling or beam attack) of `model` on the sequences to forget."""
+    from .audit import AuditSettings, audit
+
+    result = audit(
+        model,
+        forget,
+        holdout=settings.holdout,
+        reference=settings.model,
+        settings=AuditSettings(el_window=True, num_samples=0, num_beams=0),
+        data_dir=settings.data_dir,
+    )
+    return result.summary_line()
+
+
 def _perplexity(model: str, settings: DemoSettings) -> dict:
     from .metrics.utility import evaluate_utility
 
@@ -238,6 +266,10 @@ def _summary(before, after, forget, ppl_before, ppl_after, result) -> dict:
         **{f"{k}_ppl": [ppl_before[k], ppl_after[k]] for k in ppl_before},
     }
     lines = [f"ICU stopped: {result.status} after {result.manifest['epochs']} epochs"]
+    for r in result.manifest["still_extractable"]:
+        lines.append(
+            f"  still extractable on its own: {r['id']} (EL {r['el']:.3f}, MA {r['ma']:.3f})"
+        )
     for key, (b, a) in numbers.items():
         lines.append(f"  {key:14s} {b:9.4f} -> {a:9.4f}")
     return {"status": result.status, "epochs": result.manifest["epochs"], **numbers, "lines": lines}

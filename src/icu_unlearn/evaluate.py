@@ -138,7 +138,7 @@ def _add_similarity(rows, gens, tokenizer, samples, settings, progress) -> None:
         model_type=settings.bertscore_model,
         num_layers=settings.bertscore_layers,
     )
-    bleu = sentence_bleu(texts, references)
+    bleu = sentence_bleu(texts, references, smoothing=settings.bleu_smoothing)
     judged = None
     if settings.judge is not None:
         judged = judge_generations(

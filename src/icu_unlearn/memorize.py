@@ -57,6 +57,9 @@ def memorize(
         "seconds": round(sum(r.get("seconds", 0.0) for r in result.epochs), 1),
         "history": [_history(result.samples, e) for e in result.epochs if "diverged" not in e],
         "model_dir": str(result.model_dir),
+        # what was planted, as content hashes (never the text): an audit of this model
+        # refuses a "never seen" holdout that was in fact planted
+        "planted_sha256": sorted(result.manifest["forget"]["sample_sha256"].values()),
     }
     if PartialState().is_main_process:
         atomic_write_json(Path(settings.out) / "memorize.json", report)

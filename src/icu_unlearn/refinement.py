@@ -63,7 +63,7 @@ def _beam_rows(model, tokenizer, samples, config: RefinementConfig, settings) ->
     texts = [tokenizer.decode(g, skip_special_tokens=True) for g in gens]
     refs = [s.suffix for s in samples]
     bert = bertscore_f1(texts, refs, settings.bertscore_model, settings.bertscore_layers)
-    bleu = sentence_bleu(texts, refs)
+    bleu = sentence_bleu(texts, refs, smoothing=settings.bleu_smoothing)
     return [
         {"iur_generation": t, "iur_bertscore_f1": b, "iur_bleu": u, "iur_entropy": token_entropy(g)}
         for t, g, b, u in zip(texts, gens, bert, bleu, strict=True)

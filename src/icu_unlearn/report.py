@@ -255,8 +255,63 @@ def _timeline_plot(run: RunRecord) -> str:
     return _figure(draw)
 
 
+END_HEADS = ["id", "end", "EL", "MA", "ref EL", "ref MA", "NLL", "ref NLL", "audit"]
+
+
+def end_state_rows(run: RunRecord) -> list[list[str]]:
+    """Per forget sequence at the end: done by which rule (or still extractable), its EL,
+    MA and suffix NLL beside the never-trained reference's, and the audit's verdict."""
+    m, key = run.manifest, run.el_key
+    last = [r for r in run.samples if r["epoch"] == m["epochs"]]
+    reference = m.get("reference_scores") or {}
+    verdicts = {}
+    if (run.path / "audit.json").is_file():
+        audited = json.loads((run.path / "audit.json").read_text())
+        for s in audited["sequences"]:
+            flag = " (stands out)" if s.get("stands_out") else ""
+            leaked = f" by {', '.join(s['leaked_by'])}" if s["verdict"] == "leaked" else ""
+            verdicts[s["id"]] = s["verdict"] + leaked + flag
+    rows = []
+    for r in last:
+        ref = reference.get(r["id"], {})
+        done = r.get("done")
+        rows.append(
+            [
+                r["id"],
+                {"criteria": "done", "reference": "done (as reference)"}.get(done, "EXTRACTABLE")
+                if "done" in r
+                else "–",
+                *(_num(v) for v in (r.get(key), r.get("ma"), ref.get(key), ref.get("ma"))),
+                *(_num(v, "{:.2f}") for v in (r.get("suffix_nll"), ref.get("suffix_nll"))),
+                verdicts.get(r["id"], "–"),
+            ]
+        )
+    return rows
+
+
+def _num(value, fmt: str = "{:.3f}") -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def _end_state_markdown(run: RunRecord) -> list[str]:
+    m = run.manifest
+    parts = [f"\n## {run.name}: every forget sequence at the end\n"]
+    audit = m.get("audit") or {}
+    if audit.get("summary"):
+        parts.append(f"Audit: {audit['summary']}.\n")
+    left = m.get("still_extractable") or []
+    if left:
+        parts.append(f"Still extractable on their own: {', '.join(r['id'] for r in left)}.\n")
+    parts.append("| " + " | ".join(END_HEADS) + " |")
+    parts.append("|" + "---|" * len(END_HEADS))
+    parts += ["| " + " | ".join(row) + " |" for row in end_state_rows(run)]
+    return parts
+
+
 def render_markdown(runs: list[RunRecord], redact: bool = False) -> str:
     parts = ["# icu-unlearn report\n", "## Comparison\n", markdown_table(runs)]
+    for run in runs:
+        parts += _end_state_markdown(run)
     for run in runs:
         parts.append(f"\n## {run.name} ({run.manifest['method']}): before / after generations\n")
         parts.append("| id | removed at | EL | MA | prefix | reference | before | after |")
@@ -303,6 +358,17 @@ def render_html(runs: list[RunRecord], redact: bool = False) -> str:
         "<h2>Per-epoch curves</h2>",
         f'<img alt="per-epoch curves" src="{_curves(runs)}">',
     ]
+    for run in runs:
+        sections.append(f"<h2>{esc(run.name)}: every forget sequence at the end</h2>")
+        summary = (run.manifest.get("audit") or {}).get("summary")
+        if summary:
+            sections.append(f"<p>Audit: {esc(summary)}.</p>")
+        end = "".join(
+            "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>\n"
+            for row in end_state_rows(run)
+        )
+        heads = "".join(f"<th>{esc(h)}</th>" for h in END_HEADS)
+        sections.append(f"<table><thead><tr>{heads}</tr></thead><tbody>{end}</tbody></table>")
     for run in runs:
         sections.append(f"<h2>{esc(run.name)}: per-sample removal timeline</h2>")
         sections.append(f'<img alt="removal timeline" src="{_timeline_plot(run)}">')

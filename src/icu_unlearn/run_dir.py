@@ -21,14 +21,17 @@ import yaml
 from . import checkpoint
 from ._version import __version__
 from .config import RunConfig, dump_config
-from .criteria import PROBE_KEYS
+from .criteria import PROBE_KEYS, not_done
 from .distributed import micro_size
 from .errors import UsageError
 from .evaluate import summarize
 from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from .models import describe_model
 
-RUN_FILES = ("manifest.json", "epochs.jsonl", "samples.jsonl", "pairs.jsonl", "config.yaml")
+RUN_FILES = (
+    "manifest.json", "epochs.jsonl", "samples.jsonl", "pairs.jsonl", "config.yaml", "audit.json",
+    "memorize.json",
+)  # fmt: skip
 
 
 def check_out(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> None:
@@ -122,7 +125,10 @@ def _record(config: RunConfig, forget: dict, **fields) -> dict:
 
 
 def save_checkpoint(setup, run) -> None:
-    state = asdict(run) | {"thresholds": setup.thresholds}
+    state = asdict(run) | {
+        "thresholds": setup.thresholds,
+        "reference_scores": setup.reference_scores,
+    }
     root = setup.out / "checkpoints"
     checkpoint.save(root, run.epoch, setup.model, setup.optimizer, state, setup.procs)
 
@@ -131,10 +137,10 @@ def restore(setup, run, path: Path) -> None:
     state = checkpoint.load(path, setup.model, setup.optimizer, setup.procs)
     for name in asdict(run):
         setattr(run, name, state[name])
-    if run.status == "max_epochs" and run.epoch < setup.config.max_epochs:
+    if run.status == "incomplete" and run.epoch < setup.config.max_epochs:
         run.status = None  # extended: go on
     elif run.status is None and run.epoch >= setup.config.max_epochs:
-        run.status = "max_epochs"  # cut short: finish at the checkpoint, train no further
+        run.status = "incomplete"  # cut short: finish at the checkpoint, train no further
     if setup.procs.main:
         atomic_write_text(setup.out / "config.yaml", dump_config(setup.config))
     write_logs(setup, run)
@@ -161,6 +167,7 @@ def write_manifest(
     finished: bool = False,
     status: str | None = None,
     reference: dict | None = None,
+    audit: dict | None = None,
 ) -> dict:
     """The run's record; written by the main process (the others build it and return it)."""
     record = _record(
@@ -176,12 +183,37 @@ def write_manifest(
         # why the run stopped early and which epoch's model it kept
         diverged=run.epochs[-1] if run.status == "diverged" else None,
         reference=reference,
+        reference_scores=setup.reference_scores,
+        **(_end_state(setup, run) if finished else {}),
+        audit=audit,
         parameters=setup.parameters,
         processes=_processes(setup),
     )
     if setup.procs.main:
         atomic_write_json(setup.out / "manifest.json", record)
     return record
+
+
+def _end_state(setup, run) -> dict:
+    """Per sequence at the end: which are still extractable (with the reference's levels),
+    and how far each suffix's likelihood ended from the never-trained reference's."""
+    if setup.config.method == "memorize":
+        return {}
+    rows = [r for r in run.samples if r["epoch"] == run.epoch]
+    el_key = f"el_{setup.config.stop.el_n}"
+    end = {"still_extractable": not_done(rows, setup.reference_scores, el_key)}
+    if setup.reference_scores:
+        gaps = {
+            r["id"]: {
+                "suffix_nll": r["suffix_nll"],
+                "reference_suffix_nll": setup.reference_scores[r["id"]]["suffix_nll"],
+                "gap": r["suffix_nll"] - setup.reference_scores[r["id"]]["suffix_nll"],
+            }
+            for r in rows
+        }
+        mean_gap = sum(g["gap"] for g in gaps.values()) / len(gaps)
+        end["likelihood_vs_reference"] = {"per_sequence": gaps, "mean_gap": mean_gap}
+    return end
 
 
 def _processes(setup) -> dict:

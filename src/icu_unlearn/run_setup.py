@@ -19,7 +19,7 @@ from .data.forget import ForgetSample, load_forget_set
 from .errors import UsageError
 from .evaluate import EvalSettings, score_samples
 from .io import atomic_write_jsonl, atomic_write_text
-from .methods import METHODS
+from .methods import runnable
 from .models import load_model_and_tokenizer, weights_digest
 from .privacy import redact_row, redact_text
 
@@ -41,6 +41,8 @@ class RunSetup:
     thresholds: dict
     probes: dict[str, list[ForgetSample]]  # "retain" / "heldout" sequences watched each epoch
     scoring: EvalSettings  # one for every score the run takes
+    # stop.reference's EL, MA and suffix NLL per sequence (None without one)
+    reference_scores: dict | None
     parameters: dict  # total and trainable (LoRA: adapters)
     reference_sha256: str | None  # the frozen model's weights when the run began
 
@@ -85,23 +87,20 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
         **asdict(config.eval), el_n=config.stop.el_n, el_window=config.stop.el_window
     )
     latest = checkpoint.latest(out / "checkpoints") if resume else None
-    limits = (
-        checkpoint.read_state(latest)["thresholds"]
-        if latest is not None
-        else criteria.thresholds(config, model, tokenizer, forget, scoring, procs)
-    )
+    if latest is not None:  # measured when the run began
+        saved = checkpoint.read_state(latest)
+        limits, reference_scores = saved["thresholds"], saved["reference_scores"]
+    else:
+        limits = criteria.thresholds(config, model, tokenizer, forget, scoring, procs)
+        reference_scores = criteria.reference_rows(config, tokenizer, forget, scoring, procs)
     probes = criteria.load_probes(config, tokenizer, forget, vocab)
     # Before the pool is embedded (minutes, with a progress bar): a forget set that cannot
     # be scored, or is already forgotten, fails fast on one line.
     initial = None
     if latest is None:
-        initial = score_samples(
-            model, tokenizer, forget, scoring, procs=procs,
-            similarity=config.method != "memorize", el=config.method != "memorize",
-        )  # fmt: skip
-        if config.method != "memorize":
-            criteria.refuse_already_forgotten(initial, limits, config.stop.el_n)
-    method = METHODS[config.method]
+        initial = _initial_rows(config, model, tokenizer, forget, scoring, procs, limits,
+                                reference_scores)  # fmt: skip
+    method = runnable(config.method)
     with accelerator.main_process_first():  # the pool's embeddings are cached once
         data = training_data.build(
             config, method.needs(config), forget, tokenizer, progress and procs.main
@@ -111,12 +110,14 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
     model, reference, optimizer = _prepare_training(config, model, accelerator, procs)
     setup = RunSetup(
         config, out, model, tokenizer, reference, {s.id: s for s in forget}, data, optimizer,
-        accelerator, procs, limits, probes, scoring,
+        accelerator, procs, limits, probes, scoring, reference_scores,
         parameters=_parameter_counts(accelerator.unwrap_model(model)),
         # sharded: no process holds it whole
         reference_sha256=None if reference is None or procs.lockstep else weights_digest(reference),
     )  # fmt: skip
     run = RunProgress(active=[s.id for s in forget])
+    if initial is not None and config.stop.scope == "each" and config.method != "memorize":
+        run.active = [r["id"] for r in initial if r["done"] is None]
     if latest is not None:
         run_dir.restore(setup, run, latest)
     else:
@@ -127,6 +128,19 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
         # epoch 0 = the input model: what divergence in the first epoch returns to
         run_dir.save_checkpoint(setup, run)
     return setup, run
+
+
+def _initial_rows(config, model, tokenizer, forget, scoring, procs, limits, reference_scores):
+    """The forget set before unlearning; a set the model has already forgotten is refused."""
+    if config.method == "memorize":  # planting stops on MA: nothing else to score
+        return score_samples(
+            model, tokenizer, forget, scoring, procs=procs, similarity=False, el=False
+        )
+    rows = score_samples(model, tokenizer, forget, scoring, procs=procs)
+    criteria.add_suffix_nll(model, tokenizer, forget, rows, scoring.batch_size, procs)
+    criteria.mark_done(config, rows, limits, reference_scores)
+    criteria.refuse_already_forgotten(config, rows, limits)
+    return rows
 
 
 def _start_directory(out: Path, config: RunConfig, data, procs, fresh: bool) -> None:
@@ -145,7 +159,7 @@ def _start_directory(out: Path, config: RunConfig, data, procs, fresh: bool) -> 
 def _prepare_training(config: RunConfig, model, accelerator, procs):
     """The trained model (LoRA adapters when asked), the frozen reference and the optimizer."""
     reference = None
-    needs_ref = METHODS[config.method].uses_reference(config)
+    needs_ref = runnable(config.method).uses_reference(config)
     if config.lora.r > 0:
         model = lora.add_adapters(model, config.lora)
         if needs_ref:  # the base model is the adapted one with adapters off: no second copy
@@ -155,7 +169,9 @@ def _prepare_training(config: RunConfig, model, accelerator, procs):
     # foreach=False: the multi-tensor step allocates a temporary per parameter group,
     # a transient copy of the model's size on top of weights, gradients and moments.
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, foreach=False)
+    optimizer = torch.optim.Adam(
+        trainable, lr=config.lr, betas=tuple(config.adam_betas), foreach=False
+    )
     model, optimizer = accelerator.prepare(model, optimizer)
     return model, reference, optimizer
 

@@ -24,7 +24,7 @@ from .data.forget import ForgetSample
 from .evaluate import score_samples, summarize
 from .generation import right_pad
 from .io import publish_model
-from .methods import METHODS
+from .methods import runnable
 from .methods.base import Batch
 from .models import weights_digest
 from .privacy import redact_row
@@ -82,14 +82,14 @@ def _run_epochs(setup: RunSetup, run: RunProgress, progress: bool) -> None:
             _recover_from_divergence(setup, run, str(err))
             break
         train_seconds = time.perf_counter() - started
-        rows, removed, check = _check_epoch(setup, run.active, epoch)
+        rows, active, check = _check_epoch(setup, run.active, epoch)
         exploded = criteria.perplexity_exploded(config, run.probe_before, check, epoch)
         if exploded:
             _recover_from_divergence(setup, run, exploded)
             break
         # the epoch's outcome: the only place the run's progress changes
         run.epoch = epoch
-        run.active = [i for i in run.active if i not in removed]
+        run.active = active
         run.samples += [redact_row(r) for r in rows] if config.redact else rows
         row = {
             "epoch": epoch,
@@ -120,12 +120,12 @@ def _train_epoch(setup: RunSetup, active: list[str], epoch: int) -> dict:
     weighs each micro-batch's mean loss by its share of the step, so that the summed
     (DDP: averaged, hence the factor `world`) gradient is the step's per-sample mean.
     """
-    config, method, procs = setup.config, METHODS[setup.config.method], setup.procs
+    config, method, procs = setup.config, runnable(setup.config.method), setup.procs
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     order = [active[i] for i in torch.randperm(len(active), generator=generator)]
     size = len(order) if config.batch_size == "all" else config.batch_size
     micro = distributed.micro_size(size, config.grad_accum, procs.world)
-    setup.model.train()
+    setup.model.train(config.dropout)  # off: eval mode, dropout and all, as the authors ran
     totals: dict[str, float] = {}
     steps = 0
     for start in range(0, len(order), size):
@@ -138,7 +138,7 @@ def _train_epoch(setup: RunSetup, active: list[str], epoch: int) -> dict:
             ids = mine[m * micro : (m + 1) * micro]
             weight = len(ids) / len(batch) * procs.world
             # a process whose share ran out joins the step with a zero-weight sample
-            batches = _micro_batches(setup, ids or batch[:1])
+            batches = _micro_batches(setup, ids or batch[:1], epoch, steps)
             loss, terms = method.loss(setup.model, setup.reference, batches, config)
             value = loss.item()
             (bad,) = procs.sum([0.0 if math.isfinite(value) else 1.0])
@@ -158,11 +158,12 @@ def _train_epoch(setup: RunSetup, active: list[str], epoch: int) -> dict:
     return {k: v / len(order) for k, v in summed.items()} | {"steps": steps}
 
 
-def _micro_batches(setup: RunSetup, ids: list[str]) -> dict[str, Batch]:
-    """The forget samples `ids` and, per kind the method needs, their data."""
+def _micro_batches(setup: RunSetup, ids: list[str], epoch: int, step: int) -> dict[str, Batch]:
+    """The forget samples `ids` and, per kind the method needs, their data at this step."""
     batches = {"forget": _collate(setup, [setup.forget[i] for i in ids])}
-    for kind, by_id in setup.data.by_kind.items():
-        batches[kind] = _collate(setup, [s for i in ids for s in by_id[i]])
+    data = setup.data.for_step(setup.forget, ids, setup.config.seed, epoch, step)
+    for kind, samples in data.items():
+        batches[kind] = _collate(setup, samples)
     return batches
 
 
@@ -174,9 +175,10 @@ def _collate(setup: RunSetup, samples: list[ForgetSample]) -> Batch:
 
 
 def _check_epoch(setup: RunSetup, active: list[str], epoch: int):
-    """Score the whole forget set, then the IUR check of the `active` samples.
+    """Score the whole forget set, decide per sequence, then the IUR check.
 
-    Returns the epoch's per-sample rows, the ids IUR removes, and the epoch log's metrics.
+    Returns the epoch's per-sample rows, the samples that train next, and the epoch
+    log's metrics.
     """
     config, procs = setup.config, setup.procs
     timings: dict = {}
@@ -184,24 +186,27 @@ def _check_epoch(setup: RunSetup, active: list[str], epoch: int):
     faults.point("iur_check", epoch)
     started = time.perf_counter()
     removed: set[str] = set()
-    if METHODS[config.method].refines and config.refinement.enabled:
+    if runnable(config.method).refines and config.refinement.enabled:
         # every process holds every row; the main process decides, the others take its word
         removed = procs.decide(
             refinement.forgotten_now(
-                setup.unwrapped, setup.tokenizer, setup.forget, rows, active,
-                config.refinement, setup.scoring, procs,
+                setup.unwrapped, setup.tokenizer, setup.forget, rows,
+                criteria.to_check(config, rows, active), config.refinement, setup.scoring, procs,
             )
         )  # fmt: skip
     # The IUR check: BERTScore + BLEU of the generations (greedy ones come with EL for free)
     check_seconds = time.perf_counter() - started + timings.get("similarity_seconds", 0.0)
+    following = criteria.next_active(config, rows, removed, active)
     for r in rows:
         r |= {"epoch": epoch, "active": r["id"] in active, "removed": r["id"] in removed}
     means = summarize(rows, config.stop.el_n)
     scored = {"el": f"el_{config.stop.el_n}", "ma": "ma", "bertscore_f1": "bertscore_f1"}
     check = {
         "active_before": len(active),
-        "active": len(active) - len(removed),
+        "active": len(following),
         "removed": len(removed),
+        "readmitted": len(set(following) - set(active)),
+        **({"done": sum(1 for r in rows if r["done"])} if "done" in rows[0] else {}),
         **{name: means[key] for name, key in (scored | {"bleu": "bleu"}).items() if key in means},
         **criteria.measure_probes(
             setup.unwrapped, setup.tokenizer, setup.probes, setup.scoring, procs
@@ -209,15 +214,24 @@ def _check_epoch(setup: RunSetup, active: list[str], epoch: int):
         "metrics_seconds": round(timings.get("memorization_seconds", 0.0), 3),
         "check_seconds": round(check_seconds, 3),
     }
-    return rows, removed, check
+    return rows, following, check
 
 
 def _score_forget_set(setup: RunSetup, timings: dict | None = None) -> list[dict]:
-    planting = setup.config.method == "memorize"  # planting stops on MA: nothing else to score
-    return score_samples(
-        setup.unwrapped, setup.tokenizer, list(setup.forget.values()), setup.scoring,
-        timings=timings, procs=setup.procs, similarity=not planting, el=not planting,
-    )  # fmt: skip
+    config, model, forget = setup.config, setup.unwrapped, list(setup.forget.values())
+    if config.method == "memorize":  # planting stops on MA: nothing else to score
+        return score_samples(
+            model, setup.tokenizer, forget, setup.scoring, procs=setup.procs, similarity=False,
+            el=False,
+        )  # fmt: skip
+    rows = score_samples(
+        model, setup.tokenizer, forget, setup.scoring, timings=timings, procs=setup.procs
+    )
+    criteria.add_suffix_nll(
+        model, setup.tokenizer, forget, rows, setup.scoring.batch_size, setup.procs
+    )
+    criteria.mark_done(config, rows, setup.thresholds, setup.reference_scores)
+    return rows
 
 
 def _recover_from_divergence(setup: RunSetup, run: RunProgress, reason: str) -> None:
@@ -246,6 +260,49 @@ def _reference_check(setup: RunSetup) -> dict | None:
     return {"sha256": now, "unchanged": now == setup.reference_sha256, "kind": kind}
 
 
+def _audit(setup: RunSetup) -> dict:
+    """The audit of the published model (audit.json), summarised for the manifest."""
+    config = setup.config
+    if not config.audit.enabled or config.method == "memorize":
+        return {
+            "skipped": "audit.enabled is false" if config.audit.enabled is False else "planting"
+        }
+    if setup.procs.lockstep or (config.lora.r > 0 and config.lora.save == "adapter"):
+        return {"skipped": "the model is not whole here; run icu-unlearn audit on it"}
+    from .audit import AuditSettings, audit
+
+    settings = AuditSettings(
+        el_n=config.stop.el_n,
+        el_window=config.stop.el_window,
+        el_max=setup.thresholds["el_max"],
+        num_samples=config.audit.num_samples,
+        num_beams=config.audit.num_beams,
+        batch_size=config.eval.batch_size,
+        decode_batch_size=config.eval.decode_batch_size,
+    )
+    result = audit(
+        str(setup.out / "model"),
+        list(setup.forget.values()),
+        holdout=config.audit.holdout,
+        reference=config.stop.reference,
+        settings=settings,
+        out=setup.out,
+        redact=config.redact,
+        attacks=config.audit.attacks,
+        data_dir=config.data_dir,
+        prefix_length=config.prefix_length,
+    )
+    aggregates = result.aggregates
+    return {
+        "summary": result.summary_line(),
+        "verdicts": aggregates["verdicts"],
+        "leaked_by": aggregates["leaked_by"],
+        "stands_out": aggregates["stands_out"],
+        "membership": aggregates["membership"],
+        "file": "audit.json",
+    }
+
+
 def _finish(setup: RunSetup, run: RunProgress) -> UnlearnResult:
     reference = _reference_check(setup)  # before a LoRA merge changes the base
     # sharded weights are gathered whole (a collective); replicated ones are whole already
@@ -260,6 +317,7 @@ def _finish(setup: RunSetup, run: RunProgress) -> UnlearnResult:
             setup.tokenizer.save_pretrained(folder)
 
         publish_model(setup.out / "model", save)
-    record = run_dir.write_manifest(setup, run, finished=True, reference=reference)
+    audited = _audit(setup) if setup.procs.main else None
+    record = run_dir.write_manifest(setup, run, finished=True, reference=reference, audit=audited)
     setup.procs.wait()
     return UnlearnResult(setup.out, run.status, record, run.epochs, run.samples)

@@ -62,6 +62,12 @@ needs_deepspeed = pytest.mark.skipif(
 )
 
 
+def _launch_code(status: str) -> int:
+    """What `accelerate launch` exits with: 0, or 1 when the main process exited 3 (a run
+    that ended without forgetting every sequence, e.g. out of epochs)."""
+    return 0 if status in ("criteria_met", "all_forgotten") else 1
+
+
 def _rows(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -94,10 +100,10 @@ def test_two_processes_equal_one(scenario, tmp_path, one_process, accelerate_con
     pool = ["--set", f"analogous.pool={scenario['pool']}"]
     out = tmp_path / "two"
     launched = _launch(accelerate_config, "run", str(config), *pool, "--out", str(out))
-    assert launched.returncode == 0, launched.stderr[-3000:]
+    two = json.loads((out / "manifest.json").read_text())
+    assert launched.returncode == _launch_code(two["status"]), launched.stderr[-3000:]
     assert launched.stdout.count("status:") == 1  # the main process speaks for both
     one = one_process
-    two = json.loads((out / "manifest.json").read_text())
     assert two["processes"]["count"] == 2 and two["processes"]["distributed_type"] == kind
     assert one.manifest["processes"]["count"] == 1
     assert two["status"] == one.status and two["epochs"] == one.manifest["epochs"]
@@ -140,7 +146,8 @@ def test_resume_on_two_processes_of_a_one_process_run(scenario, tmp_path):
         str(tmp_path / "part"),
         "--resume",
     )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    status = json.loads((tmp_path / "part" / "manifest.json").read_text())["status"]
+    assert resumed.returncode == _launch_code(status), resumed.stderr[-3000:]
     whole = unlearn(
         load_config(None, [*pairs, "max_epochs=4", f"out={tmp_path / 'whole'}"]), progress=False
     )
@@ -213,7 +220,8 @@ def test_other_methods_on_two_processes_equal_one(scenario, tmp_path, extra):
     dotted = [x for k, v in settings.items() if "." in k for x in ("--set", f"{k}={v}")]
     out = tmp_path / "two"
     launched = _launch("ddp.yaml", "run", str(config), *dotted, "--out", str(out))
-    assert launched.returncode == 0, launched.stderr[-3000:]
+    status = json.loads((out / "manifest.json").read_text())["status"]
+    assert launched.returncode == _launch_code(status), launched.stderr[-3000:]
     pairs = [f"{k}={v}" for k, v in settings.items()]
     one = unlearn(load_config(None, [*pairs, f"out={tmp_path / 'one'}"]), progress=False)
     epochs = _rows(out / "epochs.jsonl")

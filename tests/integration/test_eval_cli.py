@@ -173,7 +173,8 @@ def test_quick_demo_on_the_packaged_model(tmp_path, data_dir):
     check the other and ordinary text, write the report. Minutes on 2 CPU cores."""
     out = tmp_path / "demo"
     proc = run_cli("demo", "--quick", "--out", str(out), timeout=1200)
-    assert proc.returncode == 0, proc.stderr
+    # 3: four epochs may end with the sequence still extractable, and the demo says so
+    assert proc.returncode in (0, 3), proc.stderr
     for step in ("== 1. plant", "== 2.", "== 3. ICU", "== 4.", "== 5. summary"):
         assert step in proc.stdout
     summary = json.loads((out / "demo.json").read_text())
@@ -182,7 +183,9 @@ def test_quick_demo_on_the_packaged_model(tmp_path, data_dir):
     assert summary["forget_ma"][1] < summary["forget_ma"][0]
     assert (out / "report.html").is_file() and (out / "icu" / "model" / "config.json").is_file()
     manifest = json.loads((out / "icu" / "manifest.json").read_text())
-    assert manifest["status"] in ("criteria_met", "all_forgotten", "max_epochs")
+    assert manifest["status"] in ("criteria_met", "incomplete")
+    assert (proc.returncode == 3) == (manifest["status"] == "incomplete")
+    assert "audit of the forget set" in proc.stdout and manifest["audit"]["verdicts"]
 
 
 def test_eval_with_a_judge_scores_every_generation(tiny_model_dir, forget_file, tmp_path):

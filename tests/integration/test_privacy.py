@@ -20,7 +20,7 @@ def _run(scenario, out, *extra):
         "max_epochs=2",
     ]
     proc = run_cli("run", *(a for s in settings for a in ("--set", s)), "--out", str(out), *extra)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 3, proc.stderr  # 3: two epochs are too few to forget them all
     return proc
 
 

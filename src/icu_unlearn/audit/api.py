@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -57,15 +58,38 @@ def _samples(spec, tokenizer, model, prefix_length, data_dir) -> list[ForgetSamp
     return load_forget_set(spec, tokenizer, prefix_length, data_dir, vocab_size=vocab)
 
 
-def _check_sets(forget: list[ForgetSample], holdout: list[ForgetSample], attacks) -> None:
+def planted_hashes(spec: str, depth: int = 3) -> set[str]:
+    """Content hashes of what `memorize` planted into the model `spec` or the model it was
+    unlearned from (followed through run manifests); empty when nothing is recorded."""
+    path = Path(spec).expanduser()
+    if depth == 0 or not path.exists():
+        return set()
+    for folder in (path, path.parent):
+        record = folder / "memorize.json"
+        if record.is_file():
+            return set(json.loads(record.read_text()).get("planted_sha256", []))
+    manifest = path.parent / "manifest.json"  # an unlearning run's model/: follow its input
+    if manifest.is_file():
+        return planted_hashes(json.loads(manifest.read_text())["config"]["model"], depth - 1)
+    return set()
+
+
+def _check_sets(
+    forget: list[ForgetSample], holdout: list[ForgetSample], attacks, planted: set[str]
+) -> None:
     if not forget:
         raise UsageError("the forget set is empty; give at least one sequence to audit")
-    planted = {s.content_hash() for s in forget}
+    in_forget = {s.content_hash() for s in forget}
     for s in holdout:
-        if s.content_hash() in planted:
+        if s.content_hash() in in_forget:
             raise UsageError(
                 f"holdout sequence {s.id!r} is also in the forget set; a holdout must be "
                 "text the model never saw"
+            )
+        if s.content_hash() in planted:
+            raise UsageError(
+                f"holdout sequence {s.id!r} was planted into the model (memorize.json); a "
+                "holdout must be text the model never saw"
             )
     if any(name == "relearn" for name, _ in attacks) and len(forget) < 2:
         raise UsageError("the relearn attack needs at least 2 forget sequences (half to relearn)")
@@ -137,12 +161,13 @@ def audit(
         "redact": redact,
         "prefix_length": prefix_length,
     }
+    planted = planted_hashes(model) if isinstance(model, str) else set()
     model, tokenizer = _load(model, tokenizer)
     forget = _samples(forget, tokenizer, model, prefix_length, data_dir)
     holdout = (
         [] if holdout is None else _samples(holdout, tokenizer, model, prefix_length, data_dir)
     )
-    _check_sets(forget, holdout, parsed)
+    _check_sets(forget, holdout, parsed, planted)
     ctx = Context(tokenizer, settings, progress)
     ref = None
     if reference is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 from ..config import RunConfig
@@ -21,10 +21,39 @@ from .pool import load_pool
 
 
 @dataclass(frozen=True)
+class Draw:
+    """Samples drawn anew at every step: `k` of `candidates` per forget sample, each made
+    into a training sample by `make(forget_sample, candidate)`. A draw is fixed by its key
+    (seed, epoch, step, sample), so it is the same on every process and after --resume."""
+
+    candidates: list
+    k: int
+    make: Callable[[ForgetSample, object], ForgetSample]
+
+    def draw(self, sample: ForgetSample, key: str) -> list[ForgetSample]:
+        picks = (seeded_index(_nth(key, j), len(self.candidates)) for j in range(self.k))
+        return [self.make(sample, self.candidates[i]) for i in picks]
+
+
+def _nth(key: str, j: int) -> str:
+    return key if j == 0 else f"{key}:{j}"
+
+
+@dataclass(frozen=True)
 class TrainingData:
     by_kind: dict[str, dict[str, list[ForgetSample]]]  # kind -> forget id -> its samples
     pair_stats: dict | None  # the pairing's statistics, for the manifest
     pair_rows: list[dict] | None  # pairs.jsonl: each forget sample's learn samples
+    drawn: dict[str, Draw] = field(default_factory=dict)  # kinds drawn anew every step
+
+    def for_step(self, forget: dict, ids: list[str], seed: int, epoch: int, step: int):
+        """kind -> the samples that train with the forget samples `ids` at this step."""
+        batches = {kind: [s for i in ids for s in by_id[i]] for kind, by_id in self.by_kind.items()}
+        for kind, draw in self.drawn.items():
+            batches[kind] = [
+                s for i in ids for s in draw.draw(forget[i], f"{seed}:{epoch}:{step}:{i}")
+            ]
+        return batches
 
 
 @dataclass(frozen=True)
@@ -38,9 +67,10 @@ class _Pool:
 
 @dataclass(frozen=True)
 class _Built:
-    by_id: dict[str, list[ForgetSample]]
+    by_id: dict[str, list[ForgetSample]] | None = None
     stats: dict | None = None
     rows: list[dict] | None = None
+    drawn: Draw | None = None  # instead of by_id: drawn at every step
 
 
 def build(config: RunConfig, needs: set, forget: list[ForgetSample], tokenizer, progress: bool):
@@ -50,13 +80,16 @@ def build(config: RunConfig, needs: set, forget: list[ForgetSample], tokenizer, 
     def pool() -> _Pool:
         return _load_pool(config, forget, tokenizer)
 
-    by_kind, stats, rows = {}, None, None
+    by_kind, drawn, stats, rows = {}, {}, None, None
     for kind in sorted(needs, key=list(BUILDERS).index):
         built = BUILDERS[kind](config, forget, tokenizer, pool, progress)
-        by_kind[kind] = built.by_id
+        if built.drawn is not None:
+            drawn[kind] = built.drawn
+        else:
+            by_kind[kind] = built.by_id
         stats = stats if built.stats is None else built.stats
         rows = rows if built.rows is None else built.rows
-    return TrainingData(by_kind, stats, rows)
+    return TrainingData(by_kind, stats, rows, drawn)
 
 
 def _load_pool(config: RunConfig, forget, tokenizer) -> _Pool:
@@ -98,29 +131,37 @@ def _pairs(config: RunConfig, forget, tokenizer, pool, progress: bool) -> _Built
 
 
 def _mismatches(config: RunConfig, forget, tokenizer, pool, progress: bool) -> _Built:
-    """Each forget prefix continued by another pool text's suffix (LLMU's random data)."""
+    """Each forget prefix continued by other pool texts' suffixes (LLMU's random data):
+    K per sample, drawn anew every step as LLMU does (`llmu.redraw`), or fixed."""
     p = pool()
     candidates = [i for i, member in enumerate(p.member_mask) if not member]
     if not candidates:
         raise UsageError("the analogous pool has no texts outside the forget set")
-    by_id = {}
-    for s in forget:  # a seeded draw per sample: the same whatever the sample order
-        other = p.sample(candidates[seeded_index(f"{config.seed}:{s.id}", len(candidates))])
-        by_id[s.id] = [
-            ForgetSample(f"mismatch:{s.id}", s.prefix_ids, other.suffix_ids, s.prefix, "")
-        ]
-    return _Built(by_id)
+
+    def make(s: ForgetSample, index: int) -> ForgetSample:
+        other = p.sample(index)
+        return ForgetSample(f"mismatch:{s.id}", s.prefix_ids, other.suffix_ids, s.prefix, "")
+
+    draw = Draw(candidates, config.llmu.num_mismatches, make)
+    if config.llmu.redraw:
+        return _Built(drawn=draw)
+    # one seeded draw per sample: the same whatever the sample order
+    return _Built({s.id: draw.draw(s, f"{config.seed}:{s.id}") for s in forget})
 
 
 def _refusals(config: RunConfig, forget, tokenizer, pool, progress: bool) -> _Built:
-    """Each forget prefix continued by a refusal such as "I don't know." (DPO's chosen side)."""
-    refusals = config.dpo.refusals
-    by_id = {}
-    for s in forget:
-        text = " " + refusals[seeded_index(f"{config.seed}:{s.id}", len(refusals))].strip()
-        ids = tuple(tokenizer(text, add_special_tokens=False).input_ids)
-        by_id[s.id] = [ForgetSample(f"refusal:{s.id}", s.prefix_ids, ids, s.prefix, text)]
-    return _Built(by_id)
+    """Each forget prefix continued by a refusal such as "I don't know." (DPO's chosen
+    side), drawn from `dpo.refusals` anew every step as TOFU does, or one per sample."""
+    texts = [" " + r.strip() for r in config.dpo.refusals]
+    encoded = [tuple(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+
+    def make(s: ForgetSample, index: int) -> ForgetSample:
+        return ForgetSample(f"refusal:{s.id}", s.prefix_ids, encoded[index], s.prefix, texts[index])
+
+    draw = Draw(list(range(len(texts))), 1, make)
+    if config.dpo.redraw:
+        return _Built(drawn=draw)
+    return _Built({s.id: draw.draw(s, f"{config.seed}:{s.id}") for s in forget})
 
 
 def seeded_index(key: str, n: int) -> int:

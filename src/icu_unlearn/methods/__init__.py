@@ -16,5 +16,13 @@ METHODS = {
     "llmu": llmu.METHOD,
     "dpo": dpo.METHOD,
     "npo": npo.METHOD,
-    "memorize": memorize.METHOD,  # planting, not unlearning: builds test subjects
 }
+
+# Planting (`icu-unlearn memorize`) runs through the loop too; it builds test subjects
+# and is not an unlearning method, so `icu-unlearn methods` does not list it.
+PLANTING = memorize.METHOD
+
+
+def runnable(name: str):
+    """The method the loop runs for `method: name` (an unlearning method, or planting)."""
+    return PLANTING if name == PLANTING.name else METHODS[name]

@@ -1,0 +1,165 @@
+"""Every sequence forgotten on its own (`stop.scope: each`), a never-trained reference
+model, and an honest ending: on the tiny planted scenario."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from icu_unlearn import criteria, load_config, methods, unlearn
+from icu_unlearn.evaluate import EvalSettings
+from tests.integration.test_eval_cli import run_cli
+
+STRONG = {"lr": 2e-4, "alpha": 1.0, "beta": 3.0, "batch_size": 4}
+
+
+def _config(scenario, out, **extra):
+    keys = {
+        "model": scenario["planted_model"],
+        "forget": scenario["forget"],
+        "analogous.pool": scenario["pool"],
+        "prefix_length": 20,
+        "out": out,
+        **extra,
+    }
+    return load_config(None, [f"{k}={v}" for k, v in keys.items()])
+
+
+def _final_rows(result):
+    return [r for r in result.samples if r["epoch"] == result.manifest["epochs"]]
+
+
+def test_each_forgets_every_sequence_on_its_own(scenario, tmp_path):
+    result = unlearn(_config(scenario, tmp_path / "run", max_epochs=60, **STRONG), progress=False)
+    assert result.status == "criteria_met" and result.manifest["still_extractable"] == []
+    limits = result.manifest["thresholds"]
+    for r in _final_rows(result):  # every one, not the mean
+        assert r["el_10"] < limits["el_max"] and r["ma"] < limits["ma_max"], r
+        assert r["done"] == "criteria"
+    # a done sequence leaves training: the active count follows the per-sequence decisions
+    for epoch in result.epochs:
+        rows = [r for r in result.samples if r["epoch"] == epoch["epoch"]]
+        assert epoch["done"] == sum(1 for r in rows if r["done"])
+
+
+@pytest.fixture(scope="module")
+def reference_model(scenario, tmp_path_factory):
+    """The base model with only the first forget sequence planted: a reference that never
+    saw the other three, and reproduces the first as well as the planted model does."""
+    root = tmp_path_factory.mktemp("reference")
+    first = scenario["forget"].read_text().splitlines()[0]
+    (root / "first.jsonl").write_text(first + "\n")
+    proc = run_cli(
+        "memorize", "--model", str(scenario["base"]), "--forget", str(root / "first.jsonl"),
+        "--out", str(root / "planting"), "--lr", "1e-2", "--max-epochs", "100",
+        "--batch-size", "1", "--prefix-length", "20",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return root / "planting" / "model", json.loads(first)["id"]
+
+
+def test_a_sequence_the_reference_reproduces_ends_done_by_the_reference_rule(
+    scenario, reference_model, tmp_path
+):
+    model, known = reference_model
+    config = _config(
+        scenario, tmp_path / "run", max_epochs=60, **STRONG,
+        **{"stop.reference": model, "stop.reference_margin": 0.3},
+    )  # fmt: skip
+    result = unlearn(config, progress=False)
+    assert result.status == "criteria_met"
+    scores = result.manifest["reference_scores"]
+    assert scores[known]["ma"] > 0.9 and scores[known]["el_10"] > 0.6
+    assert all(v["ma"] < 0.5 for k, v in scores.items() if k != known)
+    first = {r["id"]: r for r in result.samples if r["epoch"] == 0}
+    assert first[known]["done"] == "reference"  # done from the start: never trained on
+    assert all(not r["active"] for r in result.samples if r["id"] == known and r["epoch"] > 0)
+    final = {r["id"]: r for r in _final_rows(result)}
+    assert final[known]["done"] == "reference"
+    assert all(final[i]["done"] == "criteria" for i in final if i != known)
+    gaps = result.manifest["likelihood_vs_reference"]
+    assert set(gaps["per_sequence"]) == set(final)
+    assert gaps["mean_gap"] == pytest.approx(
+        sum(g["gap"] for g in gaps["per_sequence"].values()) / len(final)
+    )
+
+
+def test_too_few_epochs_end_incomplete_with_exit_code_3_and_the_ids(scenario, tmp_path):
+    out = tmp_path / "run"
+    args = [f"{k}={v}" for k, v in {"lr": 1e-5, "batch_size": 2, "max_epochs": 1}.items()]
+    proc = run_cli(
+        "run", "--set", f"model={scenario['planted_model']}", "--set", f"forget={scenario['forget']}",
+        "--set", f"analogous.pool={scenario['pool']}", "--set", "prefix_length=20",
+        *(a for s in args for a in ("--set", s)), "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete"
+    left = manifest["still_extractable"]
+    assert len(left) == 4 and all(r["ma"] > 0.5994 for r in left)
+    assert "status: incomplete" in proc.stdout
+    assert all(f"  {r['id']}: EL" in proc.stdout for r in left)
+
+
+def test_auto_thresholds_on_training_rows_differ_from_those_on_validation_text(scenario):
+    """The planted model's own training rows give memorized-level thresholds; the default
+    held-out set, Pile validation text, gives the model's level on text it never saw."""
+    from icu_unlearn.distributed import Processes, make_accelerator
+    from icu_unlearn.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(scenario["planted_model"]))
+    procs = Processes(make_accelerator())
+    settings = EvalSettings(el_window=True)
+    found = {}
+    for heldout in (str(scenario["retained"]), "pile-validation:8"):
+        config = _config(scenario, "x", **{"stop.thresholds": "auto", "stop.heldout": heldout})
+        found[heldout] = criteria.thresholds(config, model, tokenizer, [], settings, procs)
+    own, validation = found[str(scenario["retained"])], found["pile-validation:8"]
+    assert own["ma_max"] > 0.9 and validation["ma_max"] < 0.3
+    assert own["el_max"] > validation["el_max"] + 0.5
+
+
+@pytest.mark.parametrize("method", ["llmu", "dpo"])
+def test_redraws_are_deterministic_across_resume(scenario, tmp_path, method):
+    whole = unlearn(
+        _config(scenario, tmp_path / "whole", method=method, max_epochs=3), progress=False
+    )
+    part = unlearn(
+        _config(scenario, tmp_path / "part", method=method, max_epochs=2), progress=False
+    )
+    resumed = unlearn(
+        _config(scenario, tmp_path / "part", method=method, max_epochs=3), resume=True,
+        progress=False,
+    )  # fmt: skip
+    assert part.manifest["epochs"] == 2 and whole.status == resumed.status
+    untimed = [
+        [{k: v for k, v in e.items() if "seconds" not in k} for e in r.epochs]
+        for r in (whole, resumed)
+    ]
+    assert untimed[0] == untimed[1]
+    a = load_file(whole.model_dir / "model.safetensors")
+    b = load_file(resumed.model_dir / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_dropout_is_off_in_training_unless_asked(scenario, tmp_path, monkeypatch, dropout):
+    seen = []
+    kumpr = methods.METHODS["kumpr"]
+
+    def loss(model, reference, batches, config):
+        seen.append(model.training)
+        return kumpr.loss(model, reference, batches, config)
+
+    monkeypatch.setitem(
+        methods.METHODS, "kumpr", methods.base.Method(**{**kumpr.__dict__, "loss": loss})
+    )
+    config = _config(
+        scenario, tmp_path / "run", method="kumpr", max_epochs=1, dropout=str(dropout).lower()
+    )
+    unlearn(config, progress=False)
+    assert seen and set(seen) == {dropout}

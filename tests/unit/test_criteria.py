@@ -1,0 +1,185 @@
+"""The stopping rules on constructed per-sequence rows, and the EL window on a model that
+kept its prefix memory but forgot every suffix token."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from icu_unlearn import criteria
+from icu_unlearn.config import load_config
+from icu_unlearn.data.forget import ForgetSample
+from icu_unlearn.evaluate import EvalSettings, score_samples
+from icu_unlearn.generation import generate_continuations
+from icu_unlearn.metrics.similarity import bertscore_f1, sentence_bleu
+from icu_unlearn.refinement import forgotten_now
+from tests.conftest import tiny_llama
+
+LIMITS = {"el_max": 0.0499, "ma_max": 0.5994}
+
+
+def _config(**keys):
+    return load_config(None, ["model=m", "forget=f", *(f"{k}={v}" for k, v in keys.items())])
+
+
+def _rows(values):
+    """Rows of (EL_10, MA, suffix NLL) per id."""
+    return [
+        {"id": i, "el_10": el, "ma": ma, "suffix_nll": nll} for i, (el, ma, nll) in values.items()
+    ]
+
+
+# mean EL (0 + 0 + 0 + 0.16) / 4 = 0.04 < 0.0499, mean MA (0.3 * 3 + 0.95) / 4 = 0.46 < 0.5994;
+# but "d" on its own: EL 0.16 and MA 0.95, extractable
+ONE_LEFT = {
+    "a": (0.0, 0.3, 6.0),
+    "b": (0.0, 0.3, 6.0),
+    "c": (0.0, 0.3, 6.0),
+    "d": (0.16, 0.95, 0.2),
+}
+
+
+def test_mean_rule_stops_while_one_sequence_is_extractable_and_each_keeps_training_it():
+    for scope, expected in (("mean", "criteria_met"), ("each", None)):
+        config = _config(**{"stop.scope": scope})
+        rows = _rows(ONE_LEFT)
+        criteria.mark_done(config, rows, LIMITS, None)
+        assert [r["done"] for r in rows] == ["criteria", "criteria", "criteria", None]
+        assert criteria.stop_reason(config, rows, LIMITS, ["a", "b", "c", "d"], 1) == expected
+    # under each, the extractable one trains on; the done ones leave training
+    assert criteria.next_active(config, rows, set(), ["a", "b", "c", "d"]) == ["d"]
+    left = criteria.not_done(rows, None, "el_10")
+    assert left == [{"id": "d", "el": 0.16, "ma": 0.95, "suffix_nll": 0.2}]
+
+
+def test_each_ends_incomplete_at_max_epochs_and_mean_too():
+    for scope in ("each", "mean"):
+        config = _config(**{"stop.scope": scope, "max_epochs": 3})
+        rows = _rows({"a": (0.5, 0.9, 1.0), "b": (0.0, 0.1, 5.0)})
+        criteria.mark_done(config, rows, LIMITS, None)
+        assert criteria.stop_reason(config, rows, LIMITS, ["a"], 2) is None
+        assert criteria.stop_reason(config, rows, LIMITS, ["a"], 3) == "incomplete"
+
+
+def test_a_sequence_the_reference_reproduces_is_done_by_the_reference_rule():
+    """EL 0.50 <= 0.48 + 0.05 and MA 0.90 <= 0.92: no more extractable than under a model
+    that never saw it (say, a licence header every model knows)."""
+    config = _config(**{"stop.reference_margin": 0.05})
+    reference = {
+        "a": {"el_10": 0.48, "ma": 0.92, "suffix_nll": 0.3},
+        "b": {"el_10": 0.0, "ma": 0.2, "suffix_nll": 4.0},
+    }
+    rows = _rows({"a": (0.50, 0.90, 0.35), "b": (0.3, 0.8, 1.0)})
+    criteria.mark_done(config, rows, LIMITS, reference)
+    assert [r["done"] for r in rows] == ["reference", None]
+    assert criteria.stop_reason(config, rows, LIMITS, ["b"], 1) is None
+    rows[1] |= {"el_10": 0.01, "ma": 0.5}
+    criteria.mark_done(config, rows, LIMITS, reference)
+    assert criteria.stop_reason(config, rows, LIMITS, [], 2) == "criteria_met"
+
+
+def test_the_reference_likelihood_is_a_floor_and_training_never_runs_dry():
+    """b's suffix NLL 3.8 >= 4.0 - 0.5: as unlikely as under the never-trained model, it
+    pauses (margin 0.5); when every sequence not done is paused, they all train."""
+    config = _config(**{"stop.reference_nll_margin": 0.5})
+    reference = {i: {"el_10": 0.0, "ma": 0.1, "suffix_nll": 4.0} for i in "abc"}
+    rows = _rows({"a": (0.4, 0.9, 1.0), "b": (0.2, 0.7, 3.8), "c": (0.0, 0.1, 4.2)})
+    criteria.mark_done(config, rows, LIMITS, reference)
+    assert [r["at_reference_nll"] for r in rows] == [False, True, True]
+    assert criteria.next_active(config, rows, set(), ["a", "b"]) == ["a"]
+    # IUR calls "a" forgotten too: nothing would train while a and b are not done
+    assert criteria.next_active(config, rows, {"a"}, ["a", "b"]) == ["a", "b"]
+    # a sequence done earlier that regresses comes back
+    rows[2] |= {"el_10": 0.3, "ma": 0.8, "suffix_nll": 2.0}
+    criteria.mark_done(config, rows, LIMITS, reference)
+    assert criteria.next_active(config, rows, set(), ["a"]) == ["a", "c"]
+
+
+def test_iur_readmission_under_mean():
+    config = _config(**{"stop.scope": "mean"})
+    rows = _rows({"a": (0.4, 0.9, 1.0), "b": (0.2, 0.7, 3.8)})
+    criteria.mark_done(config, rows, LIMITS, None)
+    # removed for good (the paper): b stays out although IUR no longer calls it forgotten
+    assert criteria.to_check(config, rows, ["a"]) == ["a"]
+    assert criteria.next_active(config, rows, set(), ["a"]) == ["a"]
+    readmit = _config(**{"stop.scope": "mean", "refinement.readmit": "true"})
+    assert criteria.to_check(readmit, rows, ["a"]) == ["a", "b"]
+    assert criteria.next_active(readmit, rows, {"a"}, ["a"]) == ["b"]
+
+
+def _prefix_memory_only(model, vocab: int, t0: int, suffix: int, seed: int) -> list[int]:
+    """The model's own greedy path for t0 tokens (remembered exactly), then tokens that are
+    never the greedy next one (forgotten)."""
+    rng = random.Random(seed)
+    seq = [rng.randrange(vocab)]
+    seq += generate_continuations(model, [seq], t0 - 1, pad_token_id=0)[0]
+    while len(seq) < t0 + suffix:
+        greedy = generate_continuations(model, [seq], 1, pad_token_id=0)[0][0]
+        seq.append(rng.choice([t for t in range(vocab) if t != greedy]))
+    return seq
+
+
+def test_the_window_rule_is_met_by_a_model_that_forgot_the_suffixes_only():
+    """EL_10 over every prefix length counts the prefix the model still reproduces; over
+    prefix lengths >= t0 (the stopping rule's default) it sees the forgotten suffix only."""
+    torch.manual_seed(0)
+    model = tiny_llama(vocab_size=32).double()
+    samples = [
+        ForgetSample(str(k), tuple(s[:30]), tuple(s[30:]), "", "")
+        for k, s in enumerate(_prefix_memory_only(model, 32, 30, 30, seed) for seed in range(3))
+    ]
+
+    class Pad:
+        pad_token_id = 0
+
+    config = _config()  # the defaults: stop.el_window true
+    assert config.stop.el_window
+    scores = {}
+    for window in (False, True):
+        settings = EvalSettings(el_window=window)
+        rows = score_samples(model, Pad(), samples, settings, similarity=False)
+        scores[window] = (criteria.mean(rows, "el_10"), criteria.mean(rows, "ma"))
+    assert scores[False][0] > 0.0499  # the full range: "not forgotten"
+    assert scores[True][0] < 0.0499 and scores[True][1] < 0.5994  # the window: forgotten
+    assert scores[True][1] == scores[False][1]
+
+
+def test_iur_removes_a_sample_whose_generation_is_fluent_and_different():
+    """Unsmoothed BLEU (the default) of a fluent unrelated sentence is 0 < b = 0.01; with
+    sacrebleu's exp smoothing it was ~0.03 and IUR kept the sample training."""
+    reference = "The quick brown fox jumps over the lazy dog near the river bank."
+    generation = "Our committee will publish its annual budget report next spring."
+    bert = bertscore_f1([generation], [reference])[0]
+    config = _config()
+    row = {"id": "x", "bertscore_f1": bert, "bleu": sentence_bleu([generation], [reference])[0]}
+    assert row["bleu"] == 0.0 and bert < 0.3
+    assert forgotten_now(None, None, {}, [row], ["x"], config.refinement, None, None) == {"x"}
+    smoothed = sentence_bleu([generation], [reference], smoothing="exp", lowercase=False)[0]
+    assert smoothed > 0.01
+    row["bleu"] = smoothed
+    assert forgotten_now(None, None, {}, [row], ["x"], config.refinement, None, None) == set()
+
+
+@pytest.mark.parametrize("bad", ["stop.scope=some", "adam_betas=[0.9]", "llmu.num_mismatches=0"])
+def test_new_keys_are_validated(bad):
+    from icu_unlearn.errors import UsageError
+
+    with pytest.raises(UsageError):
+        load_config(None, ["model=m", "forget=f", bad])
+
+
+def test_redraws_change_with_the_step_and_repeat_with_the_key():
+    from icu_unlearn.data.training_data import Draw, seeded_index
+
+    def make(sample, candidate):
+        return ForgetSample(f"x:{sample.id}", sample.prefix_ids, (candidate,), "", "")
+
+    draw = Draw(list(range(1000)), 5, make)
+    sample = ForgetSample("a", (1, 2), (3,), "", "")
+    first = [s.suffix_ids for s in draw.draw(sample, "42:1:0:a")]
+    assert len(first) == 5 and first == [s.suffix_ids for s in draw.draw(sample, "42:1:0:a")]
+    assert first != [s.suffix_ids for s in draw.draw(sample, "42:1:1:a")]
+    # the first of K is the single draw a fixed (non-redrawn) run made for this key
+    assert first[0] == (seeded_index("42:1:0:a", 1000),)
