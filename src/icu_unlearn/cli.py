@@ -288,19 +288,8 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .audit import AuditSettings
-    from .demo import DemoSettings
+def _add_eval_parser(sub) -> None:
     from .evaluate import EvalSettings
-    from .memorize import MemorizeSettings
-    from .utility_run import UtilitySettings
-
-    parser = argparse.ArgumentParser(
-        prog="icu-unlearn",
-        description="Make a causal language model forget specific sequences, and prove it.",
-        epilog=EXIT_CODES,
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ev = sub.add_parser("eval", help="memorization metrics per sample (EL, MA, BERTScore, BLEU)")
     ev.add_argument("--model", required=True, help="hub id, local folder, or smollm2-135m")
@@ -313,6 +302,56 @@ def build_parser() -> argparse.ArgumentParser:
     _add_judge_options(ev)
     _add_data_dir(ev)
     ev.set_defaults(func=_cmd_eval)
+
+
+def _add_audit_parser(sub) -> None:
+    from .audit import AuditSettings
+
+    au = sub.add_parser(
+        "audit",
+        help="evidence of forgetting beyond greedy decoding, per sequence, with verdicts",
+        epilog="Exit code 3 when a sequence leaked (more than under --reference); 0 otherwise.",
+    )
+    au.add_argument("--model", required=True, help="the model to audit (hub id, folder, run)")
+    au.add_argument("--forget", required=True, help="the sequences that must be forgotten")
+    au.add_argument("--holdout", help="never-seen sequences like them: membership-test AUCs")
+    au.add_argument(
+        "--reference", help="a model that never saw the forget set (e.g. before memorize)"
+    )
+    au.add_argument(
+        "--attack",
+        action="append",
+        metavar="ATTACK",
+        help="quantize:4, quantize:8 or relearn, each followed by the same measurements",
+    )
+    au.add_argument(
+        "--scheme",
+        action="append",
+        metavar="K=V,...",
+        help="a sampling scheme for the extraction probability, e.g. temperature=1,top_k=40 "
+        "(repeatable; default temperature 1, top-k 40)",
+    )
+    au.add_argument("--out", help="write audit.json here")
+    au.add_argument("--redact", action="store_true", help="generated texts as hashes only")
+    au.add_argument("--prefix-length", type=int, default=50, help="t0 for {id,text} files")
+    _add_settings(au, AuditSettings)
+    _add_data_dir(au)
+    au.set_defaults(func=_cmd_audit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .demo import DemoSettings
+    from .memorize import MemorizeSettings
+    from .utility_run import UtilitySettings
+
+    parser = argparse.ArgumentParser(
+        prog="icu-unlearn",
+        description="Make a causal language model forget specific sequences, and prove it.",
+        epilog=EXIT_CODES,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_eval_parser(sub)
 
     run = sub.add_parser(
         "run",
@@ -350,36 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ut.set_defaults(func=_cmd_utility)
 
-    au = sub.add_parser(
-        "audit",
-        help="evidence of forgetting beyond greedy decoding, per sequence, with verdicts",
-        epilog="Exit code 3 when a sequence leaked (more than under --reference); 0 otherwise.",
-    )
-    au.add_argument("--model", required=True, help="the model to audit (hub id, folder, run)")
-    au.add_argument("--forget", required=True, help="the sequences that must be forgotten")
-    au.add_argument("--holdout", help="never-seen sequences like them: membership-test AUCs")
-    au.add_argument(
-        "--reference", help="a model that never saw the forget set (e.g. before memorize)"
-    )
-    au.add_argument(
-        "--attack",
-        action="append",
-        metavar="ATTACK",
-        help="quantize:4, quantize:8 or relearn, each followed by the same measurements",
-    )
-    au.add_argument(
-        "--scheme",
-        action="append",
-        metavar="K=V,...",
-        help="a sampling scheme for the extraction probability, e.g. temperature=1,top_k=40 "
-        "(repeatable; default temperature 1, top-k 40)",
-    )
-    au.add_argument("--out", help="write audit.json here")
-    au.add_argument("--redact", action="store_true", help="generated texts as hashes only")
-    au.add_argument("--prefix-length", type=int, default=50, help="t0 for {id,text} files")
-    _add_settings(au, AuditSettings)
-    _add_data_dir(au)
-    au.set_defaults(func=_cmd_audit)
+    _add_audit_parser(sub)
 
     rp = sub.add_parser("report", help="compare runs: tables, curves, timelines, generations")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")

@@ -94,6 +94,7 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
         limits = criteria.thresholds(config, model, tokenizer, forget, scoring, procs)
         reference_scores = criteria.reference_rows(config, tokenizer, forget, scoring, procs)
     probes = criteria.load_probes(config, tokenizer, forget, vocab)
+    _check_audit(config, tokenizer, forget, vocab)
     # Before the pool is embedded (minutes, with a progress bar): a forget set that cannot
     # be scored, or is already forgotten, fails fast on one line.
     initial = None
@@ -128,6 +129,27 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
         # epoch 0 = the input model: what divergence in the first epoch returns to
         run_dir.save_checkpoint(setup, run)
     return setup, run
+
+
+def _check_audit(config: RunConfig, tokenizer, forget, vocab) -> None:
+    """The end-of-run audit's inputs, checked before training: it runs after the model
+    is published, when a bad holdout or attack could no longer fail fast."""
+    if not config.audit.enabled:
+        return
+    from .audit.settings import parse_attack
+
+    for attack in config.audit.attacks:
+        parse_attack(attack)
+    if config.audit.holdout:
+        holdout = load_forget_set(
+            config.audit.holdout, tokenizer, config.prefix_length, config.data_dir, vocab
+        )
+        overlap = {s.content_hash() for s in holdout} & {s.content_hash() for s in forget}
+        if overlap:
+            raise UsageError(
+                f"audit.holdout shares {len(overlap)} sequences with the forget set; "
+                "give text the model never saw"
+            )
 
 
 def _initial_rows(config, model, tokenizer, forget, scoring, procs, limits, reference_scores):

@@ -274,7 +274,7 @@ def _audit(setup: RunSetup) -> dict:
     settings = AuditSettings(
         el_n=config.stop.el_n,
         el_window=config.stop.el_window,
-        el_max=setup.thresholds["el_max"],
+        el_max=min(max(setup.thresholds["el_max"], 0.0), 1.0),  # a leak test needs [0, 1]
         num_samples=config.audit.num_samples,
         num_beams=config.audit.num_beams,
         batch_size=config.eval.batch_size,

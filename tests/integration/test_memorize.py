@@ -39,10 +39,10 @@ def _weights(out):
     return load_file(out / "model" / "model.safetensors")
 
 
-def _assert_same_weights(a, b):
+def _assert_same_weights(a, b, rtol=1e-5, atol=1e-6):
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a[key], b[key], rtol=rtol, atol=atol)
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +58,12 @@ def test_planting_on_two_processes_equals_one(scenario, one_process_planting, tm
     out = tmp_path / "planting"
     launched = _launch("ddp.yaml", *_plant_args(scenario, out))
     assert launched.returncode == 1, launched.stderr  # accelerate's code for a child's 3
-    _assert_same_weights(_weights(one_process_planting), _weights(out))
+    # all-reduced gradients sum in another order: the distributed tests' tolerance
+    _assert_same_weights(_weights(one_process_planting), _weights(out), rtol=1e-4, atol=2e-5)
     one = json.loads((one_process_planting / "memorize.json").read_text())
     two = json.loads((out / "memorize.json").read_text())
     assert one["epochs"] == two["epochs"] == 6
-    assert one["ma"] == pytest.approx(two["ma"], abs=1e-6)
+    assert one["ma"] == pytest.approx(two["ma"], abs=0.03)  # one position of 39 may flip
     # it planted something: MA rose over the epochs
     assert two["history"][-1]["mean_ma"] > two["history"][0]["mean_ma"]
     manifest = json.loads((out / "manifest.json").read_text())

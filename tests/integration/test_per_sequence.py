@@ -54,10 +54,12 @@ def reference_model(scenario, tmp_path_factory):
     (root / "first.jsonl").write_text(first + "\n")
     proc = run_cli(
         "memorize", "--model", str(scenario["base"]), "--forget", str(root / "first.jsonl"),
-        "--out", str(root / "planting"), "--lr", "1e-2", "--max-epochs", "100",
-        "--batch-size", "1", "--prefix-length", "20",
+        "--out", str(root / "planting"), "--lr", "1e-2", "--max-epochs", "60",
+        "--batch-size", "1", "--prefix-length", "20", "--target-ma", "1.0",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    # planted to the last token, so that greedy decoding writes the whole suffix (EL high);
+    # 3: the target was not met in 60 epochs (the test's first assertion then says so)
+    assert proc.returncode in (0, 3), proc.stderr
     return root / "planting" / "model", json.loads(first)["id"]
 
 
