@@ -61,17 +61,20 @@ def _run(name: str, planted: str, out: Path) -> dict:
 
 def _perplexity(model: str) -> dict:
     net, tokenizer = load_model_and_tokenizer(model)
-    result = evaluate_utility(
-        net, tokenizer, tasks=["pile", "wikitext"], limit=10, progress=False
-    )
+    result = evaluate_utility(net, tokenizer, tasks=["pile", "wikitext"], limit=10, progress=False)
     return {name: task["value"] for name, task in result["tasks"].items()}
 
 
 def _audit(model: str, attacks: list[str]) -> dict:
     settings = AuditSettings(el_window=True, num_samples=20, num_beams=2)
     started = time.perf_counter()
-    result = audit(model, FORGET, holdout=HOLDOUT, reference=REFERENCE, settings=settings, attacks=attacks)
-    return result.to_dict() | {"summary": result.summary_line(), "seconds": time.perf_counter() - started}
+    result = audit(
+        model, FORGET, holdout=HOLDOUT, reference=REFERENCE, settings=settings, attacks=attacks
+    )
+    return result.to_dict() | {
+        "summary": result.summary_line(),
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def _keep_ma(model: str) -> float:
@@ -104,9 +107,15 @@ def main() -> None:
 
 def _seq_table(manifest: dict) -> list[str]:
     last = manifest["epochs"]
-    rows = [json.loads(x) for x in (Path(manifest["config"]["out"]) / "samples.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(x)
+        for x in (Path(manifest["config"]["out"]) / "samples.jsonl").read_text().splitlines()
+    ]
     ref = manifest.get("reference_scores") or {}
-    lines = ["| id | end | EL10 (p>=t0) | MA | suffix NLL | reference EL10 / MA / NLL |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| id | end | EL10 (p>=t0) | MA | suffix NLL | reference EL10 / MA / NLL |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in (r for r in rows if r["epoch"] == last):
         f = ref.get(r["id"])
         refs = f"{f['el_10']:.3f} / {f['ma']:.3f} / {f['suffix_nll']:.2f}" if f else "–"
@@ -190,7 +199,11 @@ def _audit_row(name: str, attack: str, agg: dict, seconds) -> str:
 
     def auc(key):
         x = mia.get(key) or {}
-        return f"{x.get('auc_model', float('nan')):.2f} / {x.get('auc_reference', float('nan')):.2f}" if x else "–"
+        return (
+            f"{x.get('auc_model', float('nan')):.2f} / {x.get('auc_reference', float('nan')):.2f}"
+            if x
+            else "–"
+        )
 
     secs = "–" if seconds is None else f"{seconds:.0f}"
     return (
