@@ -4,13 +4,17 @@ a checkpoint write) and SIGINT, then --resume, must end exactly like an uninterr
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from icu_unlearn import checkpoint
+from tests.conftest import ROOT
 from tests.integration.test_eval_cli import run_cli
 
 
@@ -104,7 +108,17 @@ def test_sigint_stops_cleanly_and_resumes(scenario, uninterrupted, tmp_path):
     out = tmp_path / "interrupted"
     # SIGINT in epoch 2, at a known point: a tiny run can finish before a signal sent from
     # outside lands
-    proc = run_cli(*_args(scenario, out), env={"ICU_UNLEARN_FAULT": "train_step:2:sigint"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "icu_unlearn", *_args(scenario, out)],
+        env=os.environ | {"PYTHONPATH": str(ROOT), "ICU_UNLEARN_FAULT": "train_step:2:sigint"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        # a job started in the background (`cmd &`) inherits SIGINT ignored, and Python
+        # then raises no KeyboardInterrupt: give the run the default, as a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     stderr = proc.stderr
     assert proc.returncode == 130, stderr
     assert "continue with --resume" in stderr and "Traceback" not in stderr
