@@ -33,12 +33,13 @@ def thresholds(config: RunConfig, model, tokenizer, forget, settings, procs) -> 
     if stop.thresholds == "fixed":
         return {"el_max": stop.el_max, "ma_max": stop.ma_max, "source": "fixed"}
     heldout = load_forget_set(stop.heldout, tokenizer, config.prefix_length, config.data_dir)
-    _refuse_overlap(heldout, forget, "stop.heldout shares samples with the forget set")
+    refuse_overlap(heldout, forget, "stop.heldout shares samples with the forget set")
     el, ma = mean_el_ma(model, tokenizer, heldout, settings, procs)
     return {"el_max": el, "ma_max": ma, "source": f"auto: {stop.heldout}"}
 
 
-def _refuse_overlap(samples, forget, message: str) -> None:
+def refuse_overlap(samples, forget, message: str) -> None:
+    """Refuse `samples` (held-out, probe or audit sequences) that are in the forget set."""
     overlap = {s.content_hash() for s in samples} & {s.content_hash() for s in forget}
     if overlap:
         raise UsageError(f"{message} ({len(overlap)}); choose other sequences")
@@ -53,7 +54,7 @@ def load_probes(config: RunConfig, tokenizer, forget, vocab_size) -> dict[str, l
             samples = load_forget_set(
                 spec, tokenizer, config.prefix_length, config.data_dir, vocab_size
             )
-            _refuse_overlap(samples, forget, f"probe.{name} shares samples with the forget set")
+            refuse_overlap(samples, forget, f"probe.{name} shares samples with the forget set")
             probes[name] = samples
     return probes
 

@@ -141,12 +141,6 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return per_sample.mean()
 
 
-def sequence_logprob(logits, input_ids, attention_mask, prefix_lengths) -> torch.Tensor:
-    """Mean log-likelihood of the suffix tokens, per sample: (B,)."""
-    mask = _kept_mask(logits, attention_mask, prefix_lengths)
-    return (token_logprobs(logits, input_ids) * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-
-
 def suffix_logprob_sum(logits, input_ids, attention_mask, prefix_lengths) -> torch.Tensor:
     """log P(suffix | prefix) = sum of the suffix tokens' log-probabilities, per sample: (B,).
 

@@ -144,12 +144,7 @@ def _check_audit(config: RunConfig, tokenizer, forget, vocab) -> None:
         holdout = load_forget_set(
             config.audit.holdout, tokenizer, config.prefix_length, config.data_dir, vocab
         )
-        overlap = {s.content_hash() for s in holdout} & {s.content_hash() for s in forget}
-        if overlap:
-            raise UsageError(
-                f"audit.holdout shares {len(overlap)} sequences with the forget set; "
-                "give text the model never saw"
-            )
+        criteria.refuse_overlap(holdout, forget, "audit.holdout shares samples with the forget set")
 
 
 def _initial_rows(config, model, tokenizer, forget, scoring, procs, limits, reference_scores):
