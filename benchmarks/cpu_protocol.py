@@ -66,6 +66,13 @@ def main() -> None:
         action="store_true",
         help="EL over prefix lengths >= t0 (the authors' code): a quarter of the decoding",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a further run setting for every method, e.g. stop.reference=smollm2-135m",
+    )
     parser.add_argument("--out", default=str(ROOT / "runs" / "cpu_protocol"))
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
@@ -114,6 +121,7 @@ def main() -> None:
                     f"analogous.pool_limit={args.pool_limit}",
                     f"stop.el_window={str(args.el_window).lower()}",
                     f"out={run_dir}",
+                    *args.set,
                 ],
             )
             resume = (run_dir / "checkpoints" / "LATEST").is_file()

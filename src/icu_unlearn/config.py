@@ -129,6 +129,14 @@ class StopConfig:
 
 
 @dataclass
+class LogConfig:
+    # false: EL only where it can decide (MA under ma_max, or the reference rule within
+    # reach), everything at epoch 0 and at the end; true: every sequence every epoch, for
+    # curves. Both give the same run (decisions and weights).
+    el_every_epoch: bool = False
+
+
+@dataclass
 class KUMPRConfig:
     # Jang et al. (2023) ascend on every token of the sequence; true: the suffix only (t >= t0)
     suffix_only: bool = False
@@ -274,6 +282,7 @@ class RunConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     audit: AuditRunConfig = field(default_factory=AuditRunConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self):
         if self.lr <= 0:

@@ -9,7 +9,6 @@ from .config import RunConfig
 from .data.forget import load_forget_set
 from .errors import UsageError
 from .evaluate import EvalSettings, score_samples
-from .generation import token_logprobs
 from .metrics.perplexity import log_likelihood, perplexity_from
 from .models import load_model_and_tokenizer
 
@@ -103,18 +102,6 @@ def refuse_already_forgotten(config: RunConfig, rows: list[dict], limits: dict) 
         )
 
 
-def add_suffix_nll(model, tokenizer, samples, rows: list[dict], batch_size: int, procs) -> None:
-    """Each row gains `suffix_nll`: the mean negative log-likelihood, nats a token, of its
-    sample's suffix (t >= t0) given the prefix: how unlikely the record is now."""
-    mine = procs.score_share(samples)
-    logps = token_logprobs(model, [s.input_ids for s in mine], tokenizer.pad_token_id, batch_size)
-    nll = [
-        -float(lp[s.prefix_length - 1 :].double().mean()) for s, lp in zip(mine, logps, strict=True)
-    ]
-    for row, value in zip(rows, procs.gather(nll), strict=True):
-        row["suffix_nll"] = value
-
-
 def reference_rows(config: RunConfig, tokenizer, forget, settings, procs) -> dict | None:
     """The never-trained reference's EL, MA and suffix NLL per sequence, measured once."""
     if config.stop.reference is None:
@@ -125,8 +112,9 @@ def reference_rows(config: RunConfig, tokenizer, forget, settings, procs) -> dic
             f"stop.reference {config.stop.reference!r} has another tokenizer than the model; "
             "give the model the run's model was trained from"
         )
-    rows = score_samples(model, tokenizer, forget, settings, procs=procs, similarity=False)
-    add_suffix_nll(model, tokenizer, forget, rows, settings.batch_size, procs)
+    rows = score_samples(
+        model, tokenizer, forget, settings, procs=procs, similarity=False, suffix_nll=True
+    )
     keys = (f"el_{settings.el_n}", "ma", "suffix_nll")
     return {r["id"]: {k: r[k] for k in keys} for r in rows}
 
@@ -138,15 +126,49 @@ def mark_done(config: RunConfig, rows: list[dict], limits: dict, reference: dict
     stop, key = config.stop, f"el_{config.stop.el_n}"
     for r in rows:
         ref = reference[r["id"]] if reference else None
-        own = r[key] < limits["el_max"] and r["ma"] < limits["ma_max"]
-        as_ref = ref is not None and (
-            r[key] <= ref[key] + stop.reference_margin
-            and r["ma"] <= ref["ma"] + stop.reference_margin
+        # EL is None where it could not decide (see el_needed): then neither rule holds
+        measured = r[key] is not None
+        own = measured and r[key] < limits["el_max"] and r["ma"] < limits["ma_max"]
+        as_ref = (
+            measured
+            and ref is not None
+            and (
+                r[key] <= ref[key] + stop.reference_margin
+                and r["ma"] <= ref["ma"] + stop.reference_margin
+            )
         )
         r["done"] = "criteria" if own else "reference" if as_ref else None
         r["at_reference_nll"] = ref is not None and (
             r["suffix_nll"] >= ref["suffix_nll"] - stop.reference_nll_margin
         )
+
+
+def el_needed(config: RunConfig, limits: dict, reference: dict | None, everything: bool):
+    """Which sequences' EL can change a decision this epoch, given every row's MA.
+
+    EL is the dearest score (a greedy decode per mismatch position) and matters only
+    next to an MA that passes: under `each`, a sequence's own rule needs MA < ma_max
+    and the reference rule MA <= the reference's + margin; under `mean`, the mean MA
+    under ma_max. `everything` (epoch 0, the last epoch, `log.el_every_epoch`) scores all.
+    """
+    stop = config.stop
+
+    def needed(rows: list[dict]) -> set[str]:
+        if everything or config.log.el_every_epoch:
+            return {r["id"] for r in rows}
+        if stop.scope == "mean":
+            return {r["id"] for r in rows} if mean(rows, "ma") < limits["ma_max"] else set()
+        return {
+            r["id"]
+            for r in rows
+            if r["ma"] < limits["ma_max"]
+            or (
+                reference is not None
+                and r["ma"] <= reference[r["id"]]["ma"] + stop.reference_margin
+            )
+        }
+
+    return needed
 
 
 def to_check(config: RunConfig, rows: list[dict], active: list[str]) -> list[str]:
@@ -193,7 +215,8 @@ def stop_reason(
             return "criteria_met"
     else:
         key = f"el_{config.stop.el_n}"
-        if mean(rows, key) < limits["el_max"] and mean(rows, "ma") < limits["ma_max"]:
+        # MA first: over ma_max, EL was not scored (`el_needed`) and cannot decide
+        if mean(rows, "ma") < limits["ma_max"] and mean(rows, key) < limits["el_max"]:
             return "criteria_met"
         if not active:
             return "all_forgotten"

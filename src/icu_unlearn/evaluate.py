@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from .data.forget import ForgetSample, load_forget_set
 from .distributed import Processes
 from .io import atomic_write_json, atomic_write_jsonl
 from .metrics.judge import JudgeConfig, judge_generations
-from .metrics.memorization import memorization_accuracy, memorization_scores
+from .metrics.memorization import memorization_scores, teacher_forced
 from .metrics.similarity import (
     bertscore_f1,
     default_bertscore_model,
@@ -66,6 +67,8 @@ def score_samples(
     procs: Processes | None = None,
     similarity: bool = True,
     el: bool = True,
+    el_for: Callable[[list[dict]], set[str]] | None = None,
+    suffix_nll: bool = False,
 ) -> list[dict]:
     """One row per sample: EL_n, MA, BERTScore F1, BLEU, entropy and the greedy generation.
 
@@ -73,18 +76,39 @@ def score_samples(
     gets every row, in order. `similarity=False` leaves out BERTScore, BLEU, entropy and
     the generation's text (the retain probe and the thresholds need EL and MA only);
     `el=False` scores MA alone, one forward pass (planting stops on MA).
+    `el_for`, given every sample's row of MA (and suffix NLL), returns the ids whose EL
+    is worth its decoding; the others' EL is None (their MA and generation are scored).
+    `suffix_nll`: each row gains its suffix's mean NLL, nats a token, from the same pass.
     `timings`, when given, receives the seconds spent on EL/MA (with the greedy
     generation they share) and on BERTScore + BLEU.
     """
     mine = samples if procs is None else procs.score_share(samples)
-    if el:
-        rows = _score(model, tokenizer, mine, settings, progress, timings, similarity)
-    else:
-        ma = memorization_accuracy(
-            model, [s.input_ids for s in mine], tokenizer.pad_token_id, settings.batch_size
+    gather = (lambda rows: rows) if procs is None else procs.gather
+    started = time.perf_counter()
+    greedy, ma, nll = teacher_forced(
+        model,
+        [s.input_ids for s in mine],
+        [s.prefix_length for s in mine],
+        tokenizer.pad_token_id,
+        settings.batch_size,
+        nll=suffix_nll,
+    ) if mine else (None, [], [])  # fmt: skip
+    rows = [{"id": s.id, "ma": m} | _facts(s) for s, m in zip(mine, ma, strict=True)]
+    if suffix_nll:
+        for row, value in zip(rows, nll, strict=True):
+            row["suffix_nll"] = value
+    if not el:
+        return gather(rows)
+    wanted = None if el_for is None else el_for(gather(rows))
+    el_wanted = [wanted is None or s.id in wanted for s in mine]
+    rows = _score(
+        model, tokenizer, mine, settings, progress, timings, similarity, rows, greedy, el_wanted
+    )
+    if timings is not None:
+        timings["memorization_seconds"] = (
+            time.perf_counter() - started - timings["similarity_seconds"]
         )
-        rows = [{"id": s.id, "ma": m} | _facts(s) for s, m in zip(mine, ma, strict=True)]
-    return rows if procs is None else procs.gather(rows)
+    return gather(rows)
 
 
 def _facts(sample: ForgetSample) -> dict:
@@ -95,9 +119,10 @@ def _facts(sample: ForgetSample) -> dict:
     }
 
 
-def _score(model, tokenizer, samples, settings, progress, timings, similarity) -> list[dict]:
-    started = time.perf_counter()
-    el, ma, gens = [], [], []
+def _score(
+    model, tokenizer, samples, settings, progress, timings, similarity, rows, greedy, el_wanted
+) -> list[dict]:
+    el, gens = [], []
     step = settings.batch_size
     for k in tqdm(range(0, len(samples), step), desc="EL/MA", disable=not progress, unit="batch"):
         batch = samples[k : k + step]
@@ -110,20 +135,18 @@ def _score(model, tokenizer, samples, settings, progress, timings, similarity) -
             window=settings.el_window,
             batch_size=step,
             decode_batch_size=settings.decode_batch_size,
+            el_for=el_wanted[k : k + step],
+            greedy=greedy[k : k + step],
         )
         el += scores.extraction_likelihood
-        ma += scores.memorization_accuracy
         gens += scores.generations
-    memorization_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    rows = [
-        {"id": s.id, f"el_{settings.el_n}": el[i], "ma": ma[i]} | _facts(s)
-        for i, s in enumerate(samples)
-    ]
+    key = f"el_{settings.el_n}"
+    # the rows' key order: id, EL, MA, then what the teacher-forced pass gave
+    rows = [{"id": r["id"], key: el[i]} | r for i, r in enumerate(rows)]
     if similarity and samples:
         _add_similarity(rows, gens, tokenizer, samples, settings, progress)
     if timings is not None:
-        timings["memorization_seconds"] = memorization_seconds
         timings["similarity_seconds"] = time.perf_counter() - started
     return rows
 
@@ -160,7 +183,11 @@ def _add_similarity(rows, gens, tokenizer, samples, settings, progress) -> None:
 def summarize(rows: list[dict], el_n: int) -> dict:
     """The mean of every metric the rows hold (a planting run's rows hold MA alone)."""
     keys = [k for k in metric_keys(el_n) if k in rows[0]]
-    means = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+    # a metric some rows skipped (EL where it could decide nothing) has no mean
+    means = {
+        k: None if any(r[k] is None for r in rows) else sum(r[k] for r in rows) / len(rows)
+        for k in keys
+    }
     if rows and "judge_score" in rows[0]:  # the mean over the replies that had a score
         scores = [r["judge_score"] for r in rows if r["judge_score"] is not None]
         means["judge"] = sum(scores) / len(scores) if scores else None

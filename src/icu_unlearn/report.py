@@ -210,7 +210,8 @@ def _curves(runs: list[RunRecord]) -> str:
         for ax, (key, title) in zip(axes, panels, strict=True):
             for run in runs:
                 column = "el" if key == "EL" else key
-                points = [(e["epoch"], e[column]) for e in run.epochs if column in e]
+                # epochs whose EL some sequences skipped (the lazy schedule) have no mean
+                points = [(e["epoch"], e[column]) for e in run.epochs if e.get(column) is not None]
                 first = run.manifest["before"] or {}
                 start = first.get(run.el_key if key == "EL" else key)
                 if key == "active":
@@ -238,7 +239,8 @@ def _timeline_plot(run: RunRecord) -> str:
         grid = np.full((len(timeline), epochs + 1), np.nan)
         for i, t in enumerate(timeline):
             for epoch, value in t["el"].items():
-                grid[i, epoch] = value
+                if value is not None:  # None: not scored, its MA could not pass (left blank)
+                    grid[i, epoch] = value
         fig, ax = plt.subplots(
             figsize=(min(2 + 0.35 * (epochs + 1), 14), 0.8 + 0.3 * len(timeline))
         )
@@ -247,7 +249,7 @@ def _timeline_plot(run: RunRecord) -> str:
             if t["removed_at"] is not None:
                 ax.plot(t["removed_at"], i, marker="x", color="red", markersize=8)
         ax.set_yticks(range(len(timeline)), [t["id"] for t in timeline], fontsize=7)
-        ax.set_xlabel("epoch (x: removed from the active set by IUR)")
+        ax.set_xlabel("epoch (x: removed from the active set by IUR; blank: EL not scored)")
         ax.set_title(f"{run.name}: {run.el_label} per sample and epoch")
         fig.colorbar(image, ax=ax, fraction=0.03)
         return fig

@@ -153,8 +153,7 @@ def _initial_rows(config, model, tokenizer, forget, scoring, procs, limits, refe
         return score_samples(
             model, tokenizer, forget, scoring, procs=procs, similarity=False, el=False
         )
-    rows = score_samples(model, tokenizer, forget, scoring, procs=procs)
-    criteria.add_suffix_nll(model, tokenizer, forget, rows, scoring.batch_size, procs)
+    rows = score_samples(model, tokenizer, forget, scoring, procs=procs, suffix_nll=True)
     criteria.mark_done(config, rows, limits, reference_scores)
     criteria.refuse_already_forgotten(config, rows, limits)
     return rows

@@ -109,7 +109,7 @@ def _run_epochs(setup: RunSetup, run: RunProgress, progress: bool) -> None:
 
 def _shown(losses: dict, check: dict) -> dict:
     terms = {k: f"{losses[k]:.3f}" for k in ("fgt", "lrn", "loss") if k in losses}
-    return terms | {k: f"{check[k]:.3f}" for k in ("el", "ma") if k in check}
+    return terms | {k: f"{check[k]:.3f}" for k in ("el", "ma") if check.get(k) is not None}
 
 
 def _train_epoch(setup: RunSetup, active: list[str], epoch: int) -> dict:
@@ -182,7 +182,7 @@ def _check_epoch(setup: RunSetup, active: list[str], epoch: int):
     """
     config, procs = setup.config, setup.procs
     timings: dict = {}
-    rows = _score_forget_set(setup, timings)
+    rows = _score_forget_set(setup, timings, everything=epoch >= config.max_epochs)
     faults.point("iur_check", epoch)
     started = time.perf_counter()
     removed: set[str] = set()
@@ -200,6 +200,7 @@ def _check_epoch(setup: RunSetup, active: list[str], epoch: int):
     for r in rows:
         r |= {"epoch": epoch, "active": r["id"] in active, "removed": r["id"] in removed}
     means = summarize(rows, config.stop.el_n)
+    el_key = f"el_{config.stop.el_n}"
     scored = {"el": f"el_{config.stop.el_n}", "ma": "ma", "bertscore_f1": "bertscore_f1"}
     check = {
         "active_before": len(active),
@@ -207,6 +208,12 @@ def _check_epoch(setup: RunSetup, active: list[str], epoch: int):
         "removed": len(removed),
         "readmitted": len(set(following) - set(active)),
         **({"done": sum(1 for r in rows if r["done"])} if "done" in rows[0] else {}),
+        # EL where it could decide something (log.el_every_epoch: every sequence)
+        **(
+            {"el_scored": sum(1 for r in rows if r[el_key] is not None)}
+            if el_key in rows[0]
+            else {}
+        ),
         **{name: means[key] for name, key in (scored | {"bleu": "bleu"}).items() if key in means},
         **criteria.measure_probes(
             setup.unwrapped, setup.tokenizer, setup.probes, setup.scoring, procs
@@ -217,21 +224,39 @@ def _check_epoch(setup: RunSetup, active: list[str], epoch: int):
     return rows, following, check
 
 
-def _score_forget_set(setup: RunSetup, timings: dict | None = None) -> list[dict]:
+def _score_forget_set(
+    setup: RunSetup, timings: dict | None = None, everything: bool = False
+) -> list[dict]:
+    """Every forget sequence's MA, suffix NLL and generation; its EL where a decision needs it."""
     config, model, forget = setup.config, setup.unwrapped, list(setup.forget.values())
     if config.method == "memorize":  # planting stops on MA: nothing else to score
         return score_samples(
             model, setup.tokenizer, forget, setup.scoring, procs=setup.procs, similarity=False,
             el=False,
         )  # fmt: skip
+    el_for = criteria.el_needed(config, setup.thresholds, setup.reference_scores, everything)
     rows = score_samples(
-        model, setup.tokenizer, forget, setup.scoring, timings=timings, procs=setup.procs
-    )
-    criteria.add_suffix_nll(
-        model, setup.tokenizer, forget, rows, setup.scoring.batch_size, setup.procs
-    )
+        model, setup.tokenizer, forget, setup.scoring, timings=timings, procs=setup.procs,
+        el_for=el_for, suffix_nll=True,
+    )  # fmt: skip
     criteria.mark_done(config, rows, setup.thresholds, setup.reference_scores)
     return rows
+
+
+def _score_the_end(setup: RunSetup, run: RunProgress) -> None:
+    """The last epoch's rows, whole: EL where the lazy schedule skipped it (a run that
+    ended early, by IUR or divergence), so that every result holds every score."""
+    el_key = f"el_{setup.config.stop.el_n}"
+    last = [r for r in run.samples if r["epoch"] == run.epoch]
+    if not any(el_key in r and r[el_key] is None for r in last):
+        return
+    full = _score_forget_set(setup, everything=True)
+    by_id = {r["id"]: r for r in full}
+    for r in last:
+        r[el_key], r["done"] = by_id[r["id"]][el_key], by_id[r["id"]]["done"]
+    logged = next(e for e in run.epochs if e["epoch"] == run.epoch and "diverged" not in e)
+    logged |= {"el": summarize(full, setup.config.stop.el_n)[el_key], "el_scored": len(full)}
+    run_dir.write_logs(setup, run)
 
 
 def _recover_from_divergence(setup: RunSetup, run: RunProgress, reason: str) -> None:
@@ -304,6 +329,7 @@ def _audit(setup: RunSetup) -> dict:
 
 
 def _finish(setup: RunSetup, run: RunProgress) -> UnlearnResult:
+    _score_the_end(setup, run)
     reference = _reference_check(setup)  # before a LoRA merge changes the base
     # sharded weights are gathered whole (a collective); replicated ones are whole already
     weights = setup.accelerator.get_state_dict(setup.model) if setup.procs.lockstep else None

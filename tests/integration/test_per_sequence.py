@@ -160,3 +160,54 @@ def test_dropout_is_off_in_training_unless_asked(scenario, tmp_path, monkeypatch
     )
     unlearn(config, progress=False)
     assert seen and set(seen) == {dropout}
+
+
+@pytest.mark.parametrize("scope", ["each", "mean"])
+def test_lazy_el_gives_the_run_of_the_full_schedule(scenario, reference_model, tmp_path, scope):
+    """EL only where it can decide (the default) and EL everywhere every epoch
+    (`log.el_every_epoch`): the same decisions every epoch, the same rows apart from the
+    EL values the lazy run skipped, the same final model; and the lazy run did skip."""
+    extra = {**STRONG, "lr": 1e-3, "max_epochs": 6, "stop.scope": scope}
+    if scope == "each":  # the reference rule's reach decides what is scored too
+        extra |= {"stop.reference": reference_model[0], "stop.reference_margin": 0.3}
+    runs = {
+        every: unlearn(
+            _config(scenario, tmp_path / str(every), **extra, **{"log.el_every_epoch": every}),
+            progress=False,
+        )
+        for every in ("false", "true")
+    }
+    lazy, full = runs["false"], runs["true"]
+    # out of epochs before every sequence is done: the last epoch scores everything
+    assert lazy.status == full.status == "incomplete"
+    assert lazy.manifest["epochs"] == full.manifest["epochs"] == 6
+    if scope == "each":  # the reference rule decided, on a sequence whose MA is over ma_max
+        done = [r for r in lazy.samples if r["done"] == "reference" and r["ma"] >= 0.5994]
+        assert done and all(r["el_10"] is not None for r in done)
+    skipped = 0
+    for a, b in zip(lazy.samples, full.samples, strict=True):
+        if a["el_10"] is None:  # skipped: its MA could not pass, so EL decided nothing
+            skipped += 1
+            a = a | {"el_10": b["el_10"]}
+            if scope == "mean":  # a row's own `done` is a record under mean, not a decision
+                a, b = a | {"done": None}, b | {"done": None}
+        assert a == b
+    assert skipped > 0
+    # skipped values apart, the epoch logs agree: active sets, removals, readmissions, probes
+    derived = {"el", "el_scored"} | ({"done"} if scope == "mean" else set())
+    for a, b in zip(lazy.epochs, full.epochs, strict=True):
+        assert a["el_scored"] <= b["el_scored"] == len(scenario_ids(full))
+        assert a["el"] is None or a["el"] == b["el"]
+        keep = {k for k in b if "seconds" not in k and k not in derived}
+        assert {k: a[k] for k in keep} == {k: b[k] for k in keep}
+    # every result holds every score: the last epoch is scored whole
+    assert lazy.epochs[-1]["el"] == pytest.approx(full.epochs[-1]["el"])
+    assert lazy.manifest["after"] == full.manifest["after"]
+    a = load_file(lazy.model_dir / "model.safetensors")
+    b = load_file(full.model_dir / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def scenario_ids(result) -> set[str]:
+    return {r["id"] for r in result.samples if r["epoch"] == 0}

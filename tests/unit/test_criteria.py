@@ -183,3 +183,55 @@ def test_redraws_change_with_the_step_and_repeat_with_the_key():
     assert first != [s.suffix_ids for s in draw.draw(sample, "42:1:1:a")]
     # the first of K is the single draw a fixed (non-redrawn) run made for this key
     assert first[0] == (seeded_index("42:1:0:a", 1000),)
+
+
+def test_el_is_scored_only_where_it_can_change_a_decision():
+    """Random rows and references: a sequence the lazy schedule leaves unscored gets the
+    same decisions (under each its `done`; the stop) whatever its EL is, 0 or 1."""
+    rng = random.Random(7)
+    for trial in range(300):
+        scope = ("each", "mean")[trial % 2]
+        margin = rng.choice([0.0, 0.05, 0.3])
+        config = _config(**{"stop.scope": scope, "stop.reference_margin": margin})
+        ids = [str(i) for i in range(rng.randint(1, 6))]
+        reference = None
+        if rng.random() < 0.5:
+            reference = {
+                i: {"el_10": rng.random(), "ma": rng.random(), "suffix_nll": 1.0} for i in ids
+            }
+        rows = _rows({i: (None, rng.choice([rng.random(), 0.5994, 0.2]), 2.0) for i in ids})
+        needed = criteria.el_needed(config, LIMITS, reference, everything=False)(rows)
+        outcomes = set()
+        for el in (0.0, 1.0):
+            for r in rows:
+                if r["id"] not in needed:
+                    r["el_10"] = el
+                elif r["el_10"] is None:
+                    r["el_10"] = rng.random()
+            criteria.mark_done(config, rows, LIMITS, reference)
+            # under mean a row's own `done` is a record, not a decision: the stop is
+            decision = [r["done"] for r in rows if r["id"] not in needed and scope == "each"]
+            outcomes.add((tuple(decision), criteria.stop_reason(config, rows, LIMITS, ids, 1)))
+            # EL None (unscored) decides as an EL that fails both rules
+            for r in rows:
+                if r["id"] not in needed:
+                    r["el_10"] = None
+            criteria.mark_done(config, rows, LIMITS, reference)
+            assert all(r["done"] is None for r in rows if r["id"] not in needed)
+        assert len(outcomes) == 1, (scope, rows, reference, needed)
+    # and it does skip: MA at or above ma_max under each, a mean MA above it under mean
+    rows = _rows({"a": (None, 0.9, 1.0), "b": (None, 0.3, 1.0)})
+    assert criteria.el_needed(_config(), LIMITS, None, False)(rows) == {"b"}
+    assert criteria.el_needed(_config(**{"stop.scope": "mean"}), LIMITS, None, False)(rows) == set()
+    rows[0]["ma"] = 0.8
+    assert criteria.el_needed(_config(**{"stop.scope": "mean"}), LIMITS, None, False)(rows) == {
+        "a",
+        "b",
+    }
+    # within reach of the reference rule: scored
+    reference = {"a": {"ma": 0.85}, "b": {"ma": 0.1}}
+    assert criteria.el_needed(_config(), LIMITS, reference, False)(rows) == {"a", "b"}
+    # epoch 0, the last epoch, and log.el_every_epoch: everything
+    assert criteria.el_needed(_config(), LIMITS, None, True)(rows) == {"a", "b"}
+    every = _config(**{"log.el_every_epoch": "true"})
+    assert criteria.el_needed(every, LIMITS, None, False)(rows) == {"a", "b"}

@@ -40,7 +40,7 @@ from ..generation import generate_continuations, model_device, right_pad
 class MemorizationScores:
     """Per-sequence scores, in input order."""
 
-    extraction_likelihood: list[float]
+    extraction_likelihood: list[float | None]  # None where EL was not asked for
     memorization_accuracy: list[float]
     generations: list[list[int]]  # greedy continuation of x[:t0], T - t0 tokens
 
@@ -130,16 +130,24 @@ def memorization_scores(
     batch_size: int = 8,
     decode_batch_size: int = 128,
     group_size: int = 64,
+    el_for: Sequence[bool] | None = None,
+    greedy: torch.Tensor | None = None,
 ) -> MemorizationScores:
     """EL_n, MA and the greedy suffix generation, equal to the reference, far faster.
 
     `batch_size` sequences share a scoring forward pass; the mismatch rows of
     `group_size` sequences are pooled and decoded `decode_batch_size` at a time
     (on a CPU, per-token cost falls until about 128 rows a step).
+    `el_for[i]` False: sequence i's EL is not computed (None), only its MA and its
+    generation from t0 (one decoding row instead of one per mismatch). `greedy`: the
+    (N, W) next-token argmax of `teacher_forced`, when the caller has it already.
     """
     _check(sequences, prefix_length, n, window)
     seqs = [list(s) for s in sequences]
-    el: list[float] = [0.0] * len(seqs)
+    el_for = [True] * len(seqs) if el_for is None else list(el_for)
+    if greedy is None:
+        greedy = _greedy_next_tokens(model, seqs, pad_token_id, batch_size)
+    el: list[float | None] = [None] * len(seqs)
     ma: list[float] = [0.0] * len(seqs)
     gens: list[list[int]] = [[] for _ in seqs]
     order = sorted(range(len(seqs)), key=lambda i: (-len(seqs[i]), i))
@@ -149,10 +157,11 @@ def memorization_scores(
             model,
             [seqs[i] for i in group],
             [prefix_length[i] for i in group],
+            [el_for[i] for i in group],
+            greedy[group],
             pad_token_id,
             n,
             window,
-            batch_size,
             decode_batch_size,
         )
         for i, (e, m, g) in zip(group, scores, strict=True):
@@ -169,23 +178,46 @@ def memorization_accuracy(
 ) -> list[float]:
     """MA alone (Eq. 9), from one forward pass: the greedy next token after x[:p] is x_p."""
     seqs = [list(s) for s in sequences]
-    greedy = _greedy_next_tokens(model, seqs, pad_token_id, batch_size)
-    return [
-        (len(seq) - 1 - sum(_mismatches(seq, greedy[b].tolist()))) / (len(seq) - 1)
-        for b, seq in enumerate(seqs)
-    ]
+    return teacher_forced(model, seqs, [1] * len(seqs), pad_token_id, batch_size, nll=False)[1]
 
 
 def _greedy_next_tokens(model, seqs, pad_token_id, batch_size):
     """(N, W) argmax of the next-token distribution after every position, right-padded."""
+    return teacher_forced(model, seqs, [1] * len(seqs), pad_token_id, batch_size, nll=False)[0]
+
+
+@torch.inference_mode()
+def teacher_forced(
+    model: PreTrainedModel,
+    sequences: Sequence[Sequence[int]],
+    prefix_length: Sequence[int],
+    pad_token_id: int,
+    batch_size: int = 8,
+    nll: bool = True,
+) -> tuple[torch.Tensor, list[float], list[float] | None]:
+    """One teacher-forced pass: the (N, W) greedy next tokens (right-padded), MA, and
+    (`nll`) the suffix's mean negative log-likelihood in nats a token (t >= t0)."""
     device = model_device(model)
+    seqs = [list(s) for s in sequences]
     width = max(len(s) for s in seqs)
     greedy = torch.zeros((len(seqs), width), dtype=torch.long)
+    suffix_nll: list[float] = []
     for k in range(0, len(seqs), batch_size):
         ids, mask = right_pad(seqs[k : k + batch_size], pad_token_id, device)
         logits = model(input_ids=ids, attention_mask=mask).logits  # (B, W_k, V)
         greedy[k : k + batch_size, : ids.shape[1]] = logits.argmax(-1).cpu()
-    return greedy
+        if nll:
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1).cpu()  # (B, W_k - 1)
+            for row, seq in enumerate(seqs[k : k + batch_size]):
+                t0 = prefix_length[k + row]
+                suffix_nll.append(-float(picked[row, t0 - 1 : len(seq) - 1].double().mean()))
+        del logits
+    ma = [
+        (len(seq) - 1 - sum(_mismatches(seq, greedy[b].tolist()))) / (len(seq) - 1)
+        for b, seq in enumerate(seqs)
+    ]
+    return greedy, ma, suffix_nll if nll else None
 
 
 def _mismatches(seq, greedy_next):
@@ -193,26 +225,26 @@ def _mismatches(seq, greedy_next):
     return [False] + [greedy_next[q - 1] != seq[q] for q in range(1, len(seq))]
 
 
-def _decoding_plan(seq, greedy_next, t0, n, window):
+def _decoding_plan(seq, greedy_next, t0, n, window, el=True):
     """Which mismatch positions of one sequence need decoding.
 
     `greedy_next[q - 1]` is the greedy token after x[:q]. Returns `nxt` (nxt[p]: the
     first mismatch position >= p, or None), the sorted positions q to decode for
-    the prefix lengths EL averages over and for t0, and the number of MA hits.
+    the prefix lengths EL averages over (with `el`) and for t0, and the number of MA hits.
     """
     length = len(seq)
     mismatch = _mismatches(seq, greedy_next)
     nxt: list[int | None] = [None] * (length + 1)
     for q in range(length - 1, 0, -1):
         nxt[q] = q if mismatch[q] else nxt[q + 1]
-    wanted = set(prefix_lengths(length, t0, n, window)) | {t0}
+    wanted = (set(prefix_lengths(length, t0, n, window)) if el else set()) | {t0}
     positions = sorted({nxt[p] for p in wanted if nxt[p] is not None})
     return nxt, positions, length - 1 - sum(mismatch)
 
 
-def _score_group(model, seqs, t0s, pad_token_id, n, window, batch_size, decode_batch_size):
+def _score_group(model, seqs, t0s, el_for, greedy, pad_token_id, n, window, decode_batch_size):
     device = model_device(model)
-    greedy = _greedy_next_tokens(model, seqs, pad_token_id, batch_size)
+    greedy = greedy[:, : max(len(s) for s in seqs)]
     # One cache for the group; logits_to_keep=1 keeps its pass from holding (N, W, V) logits.
     ids, mask = right_pad(seqs, pad_token_id, device)
     cache = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1).cache
@@ -221,7 +253,7 @@ def _score_group(model, seqs, t0s, pad_token_id, n, window, batch_size, decode_b
     needed: list[tuple[int, int]] = []  # decoding rows (sequence, mismatch position q)
     next_mismatch: list[list[int | None]] = []
     for b, seq in enumerate(seqs):
-        nxt, positions, hits = _decoding_plan(seq, greedy[b].tolist(), t0s[b], n, window)
+        nxt, positions, hits = _decoding_plan(seq, greedy[b].tolist(), t0s[b], n, window, el_for[b])
         next_mismatch.append(nxt)
         needed.extend((b, q) for q in positions)
         # hits / positions, as Eq. 9 and the reference count them (bit for bit)
@@ -237,8 +269,10 @@ def _score_group(model, seqs, t0s, pad_token_id, n, window, batch_size, decode_b
             q = nxt[p]
             return seq[p:] if q is None else seq[p:q] + decoded[(b, q)]
 
-        ps = prefix_lengths(len(seq), t0s[b], n, window)
-        el = sum(ngram_overlap(continuation(p), seq[p:], n) for p in ps) / len(ps)
+        el = None
+        if el_for[b]:
+            ps = prefix_lengths(len(seq), t0s[b], n, window)
+            el = sum(ngram_overlap(continuation(p), seq[p:], n) for p in ps) / len(ps)
         scores.append((el, accuracy[b], continuation(t0s[b])))
     return scores
 
