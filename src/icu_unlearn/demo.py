@@ -117,23 +117,7 @@ def run_demo(settings: DemoSettings) -> dict:
         3,
         f"ICU: forget {count} of them ({', '.join(ids[:count])}); keep the other {len(ids) - count}",
     )
-    config = load_config(
-        None,
-        [
-            f"model={planted}",
-            f"forget={forget_spec}",
-            f"lr={settings.lr}",
-            f"batch_size={settings.batch_size}",
-            f"max_epochs={settings.max_epochs}",
-            # every forgotten sequence must be no more extractable than under the model
-            # that never saw it, and its likelihood goes no lower than that model's
-            f"stop.reference={settings.model}",
-            f"analogous.pool_limit={settings.pool_limit}",
-            f"out={out / 'icu'}",
-            f"audit.holdout={settings.holdout}",
-            *([f"data_dir={settings.data_dir}"] if settings.data_dir else []),
-        ],
-    )
+    config = load_config(None, icu_settings(settings, planted, forget_spec, out / "icu"))
     result = unlearn(config, overwrite=True, progress=settings.progress)
 
     _step(4, "the same prefixes after unlearning")
@@ -152,6 +136,24 @@ def run_demo(settings: DemoSettings) -> dict:
     summary["seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(out / "demo.json", summary)
     return summary
+
+
+def icu_settings(settings: DemoSettings, planted: str, forget: str, out: Path) -> list[str]:
+    """The demo's ICU run, as `--set` overrides (benchmarks/bench_run.py runs it too)."""
+    return [
+        f"model={planted}",
+        f"forget={forget}",
+        f"lr={settings.lr}",
+        f"batch_size={settings.batch_size}",
+        f"max_epochs={settings.max_epochs}",
+        # every forgotten sequence must be no more extractable than under the model
+        # that never saw it, and its likelihood goes no lower than that model's
+        f"stop.reference={settings.model}",
+        f"analogous.pool_limit={settings.pool_limit}",
+        f"out={out}",
+        f"audit.holdout={settings.holdout}",
+        *([f"data_dir={settings.data_dir}"] if settings.data_dir else []),
+    ]
 
 
 def _ids_spec(ids: list[str]) -> str:

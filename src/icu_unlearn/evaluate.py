@@ -80,7 +80,8 @@ def score_samples(
     is worth its decoding; the others' EL is None (their MA and generation are scored).
     `suffix_nll`: each row gains its suffix's mean NLL, nats a token, from the same pass.
     `timings`, when given, receives the seconds spent on EL/MA (with the greedy
-    generation they share) and on BERTScore + BLEU.
+    generation they share; `teacher_forced_seconds` of them on the pass that gives MA)
+    and on BERTScore + BLEU.
     """
     mine = samples if procs is None else procs.score_share(samples)
     gather = (lambda rows: rows) if procs is None else procs.gather
@@ -97,6 +98,8 @@ def score_samples(
     if suffix_nll:
         for row, value in zip(rows, nll, strict=True):
             row["suffix_nll"] = value
+    if timings is not None:
+        timings["teacher_forced_seconds"] = time.perf_counter() - started
     if not el:
         return gather(rows)
     wanted = None if el_for is None else el_for(gather(rows))

@@ -215,11 +215,21 @@ def _check_epoch(setup: RunSetup, active: list[str], epoch: int):
             else {}
         ),
         **{name: means[key] for name, key in (scored | {"bleu": "bleu"}).items() if key in means},
-        **criteria.measure_probes(
-            setup.unwrapped, setup.tokenizer, setup.probes, setup.scoring, procs
-        ),
-        "metrics_seconds": round(timings.get("memorization_seconds", 0.0), 3),
+    }
+    started = time.perf_counter()
+    check |= criteria.measure_probes(
+        setup.unwrapped, setup.tokenizer, setup.probes, setup.scoring, procs
+    )
+    # where the scoring time went: MA (one teacher-forced pass), EL and the generation
+    # (decoding), the IUR check (BERTScore + BLEU, beams), the probes
+    metrics = timings.get("memorization_seconds", 0.0)
+    ma_seconds = timings.get("teacher_forced_seconds", 0.0)
+    check |= {
+        "metrics_seconds": round(metrics, 3),
+        "ma_seconds": round(ma_seconds, 3),
+        "el_seconds": round(metrics - ma_seconds, 3),
         "check_seconds": round(check_seconds, 3),
+        "probe_seconds": round(time.perf_counter() - started, 3),
     }
     return rows, following, check
 
