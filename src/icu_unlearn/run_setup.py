@@ -182,6 +182,13 @@ def _prepare_training(config: RunConfig, model, accelerator, procs):
             reference = lora.AdaptersOff(model)
     elif needs_ref:  # the frozen original model, computing P_theta0 on the fly
         reference = distributed.prepare_reference(accelerator, model)
+    if config.activation_checkpointing:  # after the reference copy: it runs without grad
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise UsageError(
+                f"{type(model).__name__} does not support activation checkpointing; "
+                "set activation_checkpointing: false"
+            )
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # foreach=False: the multi-tensor step allocates a temporary per parameter group,
     # a transient copy of the model's size on top of weights, gradients and moments.
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from . import checkpoint, criteria, distributed, faults, lora, refinement, run_dir
 from .config import RunConfig
@@ -126,6 +127,8 @@ def _train_epoch(setup: RunSetup, active: list[str], epoch: int) -> dict:
     size = len(order) if config.batch_size == "all" else config.batch_size
     micro = distributed.micro_size(size, config.grad_accum, procs.world)
     setup.model.train(config.dropout)  # off: eval mode, dropout and all, as the authors ran
+    if config.activation_checkpointing and not config.dropout:
+        _checkpoint_in_eval_mode(setup.model)
     totals: dict[str, float] = {}
     steps = 0
     for start in range(0, len(order), size):
@@ -156,6 +159,15 @@ def _train_epoch(setup: RunSetup, active: list[str], epoch: int) -> dict:
     keys = sorted(totals)
     summed = dict(zip(keys, procs.sum([totals[k] for k in keys]), strict=True))
     return {k: v / len(order) for k, v in summed.items()} | {"steps": steps}
+
+
+def _checkpoint_in_eval_mode(model) -> None:
+    """Activation checkpointing with dropout off. transformers checkpoints a decoder layer
+    only when that layer module is in training mode; the layer's own `training` flag
+    gates nothing else, and its submodules (dropout, attention) stay in eval mode."""
+    for module in model.modules():
+        if isinstance(module, GradientCheckpointingLayer):
+            module.training = True
 
 
 def _micro_batches(setup: RunSetup, ids: list[str], epoch: int, step: int) -> dict[str, Batch]:

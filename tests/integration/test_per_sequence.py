@@ -211,3 +211,28 @@ def test_lazy_el_gives_the_run_of_the_full_schedule(scenario, reference_model, t
 
 def scenario_ids(result) -> set[str]:
     return {r["id"] for r in result.samples if r["epoch"] == 0}
+
+
+def test_activation_checkpointing_gives_the_same_run(scenario, tmp_path):
+    """`activation_checkpointing: true` (dropout off) trades compute for memory only: the
+    same epochs and, to float tolerance, the same weights as the plain run."""
+    runs = [
+        unlearn(
+            _config(
+                scenario,
+                tmp_path / flag,
+                **STRONG,
+                max_epochs=2,
+                activation_checkpointing=flag,
+            ),
+            progress=False,
+        )  # fmt: skip
+        for flag in ("false", "true")
+    ]
+    plain, checkpointed = runs
+    untimed = [[{k: v for k, v in e.items() if "seconds" not in k} for e in r.epochs] for r in runs]
+    assert untimed[0] == untimed[1]
+    a = load_file(plain.model_dir / "model.safetensors")
+    b = load_file(checkpointed.model_dir / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)

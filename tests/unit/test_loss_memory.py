@@ -222,3 +222,36 @@ def test_kumpr_ascends_on_the_prefix_by_default(suffix_only):
         else:
             assert prefix.min() > 0
         assert suffix.min() > 0
+
+
+def test_activation_checkpointing_in_eval_mode_recomputes_and_gives_the_same_gradients(models):
+    """Dropout off (eval mode) with checkpointing: each decoder layer runs again in
+    backward (so its activations were not held), and ICU's loss and gradients are those
+    of the plain eval-mode pass."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from icu_unlearn.train import _checkpoint_in_eval_mode
+
+    model, reference = models
+    config = load_config(None, [])
+    model.eval()
+    plain, _ = METHODS["icu"].loss(model, reference, BATCHES, config)
+    plain_grads = _grads(model, plain)
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    calls = []
+    # a layer's own hooks stay outside the checkpoint; its submodules' run again in backward
+    inner = [next(m.children()) for m in layers]
+    hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in inner]
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    _checkpoint_in_eval_mode(model)
+    assert layers and not any(m.training for m in model.modules() if m not in layers)
+    checkpointed, _ = METHODS["icu"].loss(model, reference, BATCHES, config)
+    forward_calls = len(calls)
+    grads = _grads(model, checkpointed)
+    assert len(calls) > forward_calls  # the layers' forward ran again in backward
+    for h in hooks:
+        h.remove()
+    torch.testing.assert_close(checkpointed, plain, rtol=0, atol=0)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-7)
