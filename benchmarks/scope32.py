@@ -102,7 +102,7 @@ def _mean_run_ppl(table: Path) -> tuple[float, float, str]:
     for line in table.read_text().splitlines():
         if line.startswith("| icu | icu |"):
             cells = [c.strip() for c in line.strip("|").split("|")]
-            return float(cells[-2]), float(cells[-1]), cells[9].split("→")[1].strip()
+            return float(cells[-2]), float(cells[-1]), cells[8].split("→")[1].strip()
     raise SystemExit(f"no ICU row in {table}")
 
 
