@@ -188,7 +188,7 @@ def _prepare_training(config: RunConfig, model, accelerator, procs):
                 f"{type(model).__name__} does not support activation checkpointing; "
                 "set activation_checkpointing: false"
             )
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable({"use_reentrant": False})
     # foreach=False: the multi-tensor step allocates a temporary per parameter group,
     # a transient copy of the model's size on top of weights, gradients and moments.
     trainable = [p for p in model.parameters() if p.requires_grad]

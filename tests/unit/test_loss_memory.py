@@ -243,7 +243,7 @@ def test_activation_checkpointing_in_eval_mode_recomputes_and_gives_the_same_gra
     # a layer's own hooks stay outside the checkpoint; its submodules' run again in backward
     inner = [next(m.children()) for m in layers]
     hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in inner]
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable({"use_reentrant": False})
     _checkpoint_in_eval_mode(model)
     assert layers and not any(m.training for m in model.modules() if m not in layers)
     checkpointed, _ = METHODS["icu"].loss(model, reference, BATCHES, config)
