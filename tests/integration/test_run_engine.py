@@ -14,6 +14,7 @@ from icu_unlearn import evaluate, load_config, unlearn
 from icu_unlearn.evaluate import EvalSettings
 from icu_unlearn.report import load_run, markdown_table
 from tests.integration.test_eval_cli import run_cli
+from tests.run_logs import scored_alike, without_times
 
 
 def _digest(folder) -> str:
@@ -72,23 +73,6 @@ def _config(scenario, out, **extra):
     return load_config(None, overrides)
 
 
-def _without_times(rows):
-    return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
-
-
-def _scored_alike(lazy, other):
-    """Rows equal but for the EL values `lazy` skipped (None) and `other` scored: the
-    last epoch of a run is scored whole, the same epoch of a longer run lazily."""
-    assert len(lazy) == len(other)
-    for a, b in zip(lazy, other, strict=True):
-        skipped = {k for k, v in a.items() if v is None and b.get(k) is not None}
-        if skipped:
-            skipped.add("el_scored")
-        assert {k: v for k, v in a.items() if k not in skipped} == {
-            k: v for k, v in b.items() if k not in skipped
-        }
-
-
 def test_resume_equals_an_uninterrupted_run(scenario, tmp_path):
     whole = unlearn(_config(scenario, tmp_path / "whole", max_epochs=3), progress=False)
     part = unlearn(_config(scenario, tmp_path / "part", max_epochs=2), progress=False)
@@ -99,8 +83,8 @@ def test_resume_equals_an_uninterrupted_run(scenario, tmp_path):
     assert whole.status == resumed.status == "incomplete"
     assert whole.manifest["active_at_end"] == resumed.manifest["active_at_end"]
     # part's last epoch (2) scored everything; whole's epoch 2 only what could decide
-    _scored_alike(_without_times(whole.epochs), _without_times(resumed.epochs))
-    _scored_alike(whole.samples, resumed.samples)
+    scored_alike(without_times(whole.epochs), without_times(resumed.epochs))
+    scored_alike(whole.samples, resumed.samples)
     a = load_file(whole.model_dir / "model.safetensors")
     b = load_file(resumed.model_dir / "model.safetensors")
     assert a.keys() == b.keys()
