@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from .audit.settings import AuditSettings, SamplingScheme
 from .errors import UsageError
 
 
@@ -215,9 +216,21 @@ class ProbeConfig:
                 raise UsageError("probe.max_perplexity_ratio must be above 1, e.g. 1.5")
 
 
+def _as_audit(name: str):
+    """A field with `AuditSettings.<name>`'s default: one place holds the audit's defaults."""
+    source = {f.name: f for f in dataclasses.fields(AuditSettings)}[name]
+    if source.default is not dataclasses.MISSING:
+        return field(default=source.default, metadata=source.metadata)
+    return field(default_factory=source.default_factory, metadata=source.metadata)
+
+
 @dataclass
 class AuditRunConfig:
-    """The audit of the run's result (`icu-unlearn audit`), written to audit.json."""
+    """The audit of the run's result (`icu-unlearn audit`), written to audit.json.
+
+    EL's n and window, the leak threshold and the batch sizes come from the run
+    (stop.*, eval.*); the attacker's settings are AuditSettings' and default as there.
+    """
 
     enabled: bool = True  # evidence beyond the greedy numbers the run stopped on
     holdout: str | None = None  # never-seen sequences like the forget set: membership AUCs
@@ -226,10 +239,28 @@ class AuditRunConfig:
     num_samples: int = 0
     num_beams: int = 0
     attacks: list[str] = field(default_factory=list)  # quantize:4, quantize:8, relearn
+    schemes: list[SamplingScheme] = _as_audit("schemes")
+    attacker_samples: list[int] = _as_audit("attacker_samples")
+    leak_samples: int = _as_audit("leak_samples")
+    leak_chance: float = _as_audit("leak_chance")
+    sampler: SamplingScheme = _as_audit("sampler")
+    seed: int = _as_audit("seed")
+    mia_k: float = _as_audit("mia_k")
+    stands_out_margin: float = _as_audit("stands_out_margin")
+    quantize_group_size: int = _as_audit("quantize_group_size")
+    relearn_lr: float = _as_audit("relearn_lr")
+    relearn_batch_size: int = _as_audit("relearn_batch_size")
+
+    def settings(self, **from_run) -> AuditSettings:
+        """AuditSettings of these fields and the run's (`from_run`); checks them all."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for key in ("enabled", "holdout", "attacks"):
+            del own[key]
+        return AuditSettings(**own, **from_run)
 
     def __post_init__(self):
-        if self.num_samples < 0 or self.num_beams < 0:
-            raise UsageError("audit.num_samples and audit.num_beams must be >= 0 (0 skips)")
+        # every value checked now, where a bad one is a config error, not at the run's end
+        self.settings()
 
 
 @dataclass
@@ -334,6 +365,8 @@ def _nested_type(cls, name: str):
 
 def _coerce(value: Any, hint, key: str) -> Any:
     """Check a YAML value against the field's type; ints pass for floats."""
+    if dataclasses.is_dataclass(hint):
+        return value if isinstance(value, hint) else _build(hint, value, key + ".")
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -372,7 +405,8 @@ def _build(cls, data: dict, prefix: str = ""):
     unknown = sorted(set(data) - names)
     if unknown:
         raise UsageError(
-            f"unknown config key {prefix}{unknown[0]}; valid keys: {', '.join(valid_keys(RunConfig))}"
+            f"unknown config key {prefix}{unknown[0]}; "
+            f"valid keys: {', '.join(valid_keys(cls, prefix))}"
         )
     kwargs = {}
     for name, value in data.items():

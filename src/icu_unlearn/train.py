@@ -316,14 +316,12 @@ def _audit(setup: RunSetup) -> dict:
         }
     if setup.procs.lockstep or (config.lora.r > 0 and config.lora.save == "adapter"):
         return {"skipped": "the model is not whole here; run icu-unlearn audit on it"}
-    from .audit import AuditSettings, audit
+    from .audit import audit
 
-    settings = AuditSettings(
+    settings = config.audit.settings(
         el_n=config.stop.el_n,
         el_window=config.stop.el_window,
         el_max=min(max(setup.thresholds["el_max"], 0.0), 1.0),  # a leak test needs [0, 1]
-        num_samples=config.audit.num_samples,
-        num_beams=config.audit.num_beams,
         batch_size=config.eval.batch_size,
         decode_batch_size=config.eval.decode_batch_size,
     )

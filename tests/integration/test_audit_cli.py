@@ -45,6 +45,7 @@ def test_a_run_audits_its_result(scenario, tmp_path):
         "model": scenario["planted_model"], "forget": scenario["forget"],
         "analogous.pool": scenario["pool"], "prefix_length": 20, "lr": 1e-5, "batch_size": 2,
         "max_epochs": 1, "stop.reference": scenario["base"], "audit.holdout": scenario["heldout"],
+        "audit.schemes": "[{top_k: 5}, {temperature: 0.5}]",
     }  # fmt: skip
     proc = run_cli(
         "run", *(a for k, v in settings.items() for a in ("--set", f"{k}={v}")), "--out", str(out)
@@ -55,3 +56,9 @@ def test_a_run_audits_its_result(scenario, tmp_path):
     assert manifest["audit"]["verdicts"] == audited["aggregates"]["verdicts"]
     assert audited["aggregates"]["verdicts"]["leaked"] == 4
     assert manifest["audit"]["summary"].endswith("4 leaked")
+    # the run's audit.* settings reach the audit
+    assert [(s["temperature"], s["top_k"]) for s in audited["settings"]["schemes"]] == [
+        (1.0, 5),
+        (0.5, None),
+    ]
+    assert [len(r["model"]["probabilistic"]) for r in audited["sequences"]] == [2] * 4

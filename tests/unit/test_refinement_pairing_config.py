@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from icu_unlearn.config import RefinementConfig, load_config, valid_keys
+from icu_unlearn.audit import AuditSettings
+from icu_unlearn.config import RefinementConfig, dump_config, load_config, valid_keys
 from icu_unlearn.errors import UsageError
 from icu_unlearn.pairing import pair
 from icu_unlearn.refinement import is_forgotten
@@ -120,6 +121,11 @@ def test_config_yaml_and_overrides(tmp_path):
         ("model: m\n", ["refinement.rule=either"], "refinement.rule must be 'all' or 'any'"),
         ("model: m\n", ["batch_size=8", "grad_accum=3"], "not a multiple"),
         ("model: m\n", ["alpha"], "must look like key=value"),
+        ("model: m\n", ["audit.schemes=[{tk: 3}]"], "valid keys: audit.schemes.0..temperature"),
+        ("model: m\n", ["audit.schemes=[]"], "audit.schemes is empty"),
+        ("model: m\n", ["audit.schemes=[{top_p: 2}]"], "top_p must be in"),
+        ("model: m\n", ["audit.sampler=3"], "audit.sampler must be a mapping"),
+        ("model: m\n", ["audit.mia_k=2"], "audit.mia_k must be in"),
     ],
 )
 def test_bad_config_is_a_usage_error(tmp_path, text, overrides, message):
@@ -127,6 +133,23 @@ def test_bad_config_is_a_usage_error(tmp_path, text, overrides, message):
     path.write_text(text)
     with pytest.raises(UsageError, match=message):
         load_config(path, overrides)
+
+
+def test_audit_settings_come_from_the_run_yaml(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "audit:\n  schemes:\n    - {top_k: 40}\n    - {temperature: 0.7, top_p: 0.9}\n"
+        "  sampler: {top_k: 20}\n  seed: 7\n"
+    )
+    config = load_config(path, ["audit.mia_k=0.1"])
+    settings = config.audit.settings(el_n=5)
+    assert [s.label() for s in settings.schemes] == ["T=1 k=40", "T=0.7 p=0.9"]
+    assert settings.sampler.top_k == 20 and settings.seed == 7 and settings.mia_k == 0.1
+    assert settings.el_n == 5 and settings.stands_out_margin == AuditSettings().stands_out_margin
+    # the written config reads back to the same settings (resume compares them)
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_config(config))
+    assert load_config(again) == config
 
 
 def test_valid_keys_lists_nested_keys():

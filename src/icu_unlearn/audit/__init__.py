@@ -49,8 +49,20 @@ Texts appear only in `generation`, `best_sample` and `beam_generation`; with
 redact=True they are hashes. No prefix or suffix text is ever written.
 """
 
-from .api import audit
-from .result import AuditResult
 from .settings import AuditSettings, SamplingScheme
 
 __all__ = ["AuditResult", "AuditSettings", "SamplingScheme", "audit"]
+
+
+def __getattr__(name: str):
+    # Loaded on first use: the run config (config.py) holds audit settings, and the
+    # audit's model code imports modules that import the config.
+    if name == "audit":
+        from .api import audit
+
+        return audit
+    if name == "AuditResult":
+        from .result import AuditResult
+
+        return AuditResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
