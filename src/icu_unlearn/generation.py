@@ -105,9 +105,13 @@ def token_logprobs(
     results: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
     for batch in longest_first([len(s) for s in sequences], batch_size):
         ids, mask = right_pad([sequences[i] for i in batch], pad_token_id, device)
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()  # (B, T, V)
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+        picked = next_token_logprobs(model(input_ids=ids, attention_mask=mask).logits, ids)
         for row, i in enumerate(batch):
             results[i] = picked[row, : len(sequences[i]) - 1].cpu()
     return results
+
+
+def next_token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) float32 log P(ids[:, t] | ids[:, :t]) from the (B, T, V) logits of `ids`."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return logp.gather(-1, ids[:, 1:, None]).squeeze(-1)

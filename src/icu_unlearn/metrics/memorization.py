@@ -33,7 +33,7 @@ import torch
 from transformers import PreTrainedModel
 
 from ..errors import UsageError
-from ..generation import generate_continuations, model_device, right_pad
+from ..generation import generate_continuations, model_device, next_token_logprobs, right_pad
 
 
 @dataclass
@@ -207,8 +207,7 @@ def teacher_forced(
         logits = model(input_ids=ids, attention_mask=mask).logits  # (B, W_k, V)
         greedy[k : k + batch_size, : ids.shape[1]] = logits.argmax(-1).cpu()
         if nll:
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1).cpu()  # (B, W_k - 1)
+            picked = next_token_logprobs(logits, ids).cpu()  # (B, W_k - 1)
             for row, seq in enumerate(seqs[k : k + batch_size]):
                 t0 = prefix_length[k + row]
                 suffix_nll.append(-float(picked[row, t0 - 1 : len(seq) - 1].double().mean()))
