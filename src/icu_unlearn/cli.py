@@ -322,7 +322,8 @@ def _add_audit_parser(sub) -> None:
         "--attack",
         action="append",
         metavar="ATTACK",
-        help="quantize:4, quantize:8 or relearn, each followed by the same measurements",
+        help="quantize:4, quantize:8 (simulated), bnb:4, bnb:8 (bitsandbytes) or relearn, "
+        "each followed by the same measurements",
     )
     au.add_argument(
         "--scheme",

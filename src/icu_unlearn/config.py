@@ -238,7 +238,9 @@ class AuditRunConfig:
     # end-of-run audit costs a few forward passes (`icu-unlearn audit` runs them all)
     num_samples: int = 0
     num_beams: int = 0
-    attacks: list[str] = field(default_factory=list)  # quantize:4, quantize:8, relearn
+    attacks: list[str] = field(
+        default_factory=list
+    )  # quantize:4, quantize:8, bnb:4, bnb:8, relearn
     schemes: list[SamplingScheme] = _as_audit("schemes")
     attacker_samples: list[int] = _as_audit("attacker_samples")
     leak_samples: int = _as_audit("leak_samples")

@@ -136,10 +136,11 @@ def _check_audit(config: RunConfig, tokenizer, forget, vocab) -> None:
     is published, when a bad holdout or attack could no longer fail fast."""
     if not config.audit.enabled:
         return
+    from .audit.attacks import require_bitsandbytes
     from .audit.settings import parse_attack
 
-    for attack in config.audit.attacks:
-        parse_attack(attack)
+    if any(parse_attack(attack)[0] == "bnb" for attack in config.audit.attacks):
+        require_bitsandbytes()
     if config.audit.holdout:
         holdout = load_forget_set(
             config.audit.holdout, tokenizer, config.prefix_length, config.data_dir, vocab

@@ -11,10 +11,12 @@ and the sequence 0 | 1 3 0 (prefix 0, suffix 1 3 0) walks 0.5, 0.6, 0.7.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from transformers import GenerationConfig
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from icu_unlearn.audit import AuditSettings, SamplingScheme, audit
-from icu_unlearn.audit.attacks import quantize_model, quantize_weight, relearn
+from icu_unlearn.audit.attacks import bnb_quantize, quantize_model, quantize_weight, relearn
 from icu_unlearn.audit.extraction import (
     extraction_chance,
     extraction_strength,
@@ -230,6 +232,86 @@ def test_quantize_model_is_a_copy_and_keeps_head_and_embeddings():
     assert torch.equal(attacked.model.embed_tokens.weight, model.model.embed_tokens.weight)
 
 
+# NF4's 16 levels (Dettmers et al. 2023, QLoRA, appendix E): quantiles of N(0, 1) scaled to [-1, 1]
+NF4 = [
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+]  # fmt: skip
+
+
+def _nf4_reference(weight: torch.Tensor, block: int = 64) -> torch.Tensor:
+    """NF4 by its definition: each block of 64 consecutive weights (row-major) is scaled by
+    its max |w| and every weight becomes the nearest level, times that scale."""
+    flat = weight.detach().flatten().tolist()
+    out = []
+    for k in range(0, len(flat), block):
+        chunk = flat[k : k + block]
+        scale = max(abs(w) for w in chunk)
+        out += [min(NF4, key=lambda level, w=w: abs(w / scale - level)) * scale for w in chunk]
+    return torch.tensor(out).view_as(weight)
+
+
+def _bnb_weights(model):
+    import bitsandbytes.functional as bnbf
+
+    weights = {}
+    for name, module in model.named_modules():
+        if type(module).__name__ == "Linear4bit":
+            weights[name] = bnbf.dequantize_4bit(module.weight.data, module.weight.quant_state)
+        elif type(module).__name__ == "Linear8bitLt":
+            weights[name] = (module.weight.CB.float(), module.weight.SCB.float())
+    return weights
+
+
+# bitsandbytes' CPU 4-bit kernels need layers at least one 64-weight block wide
+BNB_WIDTH = {"hidden_size": 128, "intermediate_size": 256}
+
+
+def test_bnb_4bit_attack_is_nf4_and_a_copy():
+    pytest.importorskip("bitsandbytes")
+    model = tiny_llama(vocab_size=32, **BNB_WIDTH)
+    before = weights_digest(model)
+    attacked = bnb_quantize(model, 4)
+    assert weights_digest(model) == before
+    quantized = _bnb_weights(attacked)
+    linears = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert set(quantized) == linears - {"lm_head"}  # the head stays in full precision
+    floats = dict(model.named_modules())
+    for name, weight in quantized.items():
+        torch.testing.assert_close(weight.float(), _nf4_reference(floats[name].weight))
+    # the attacked model computes with those weights (bitsandbytes' CPU kernel rounds its
+    # scales to bfloat16: the logits are far closer to them than to the unquantized model's)
+    equivalent = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, module in equivalent.named_modules():
+            if name in quantized:
+                module.weight.copy_(_nf4_reference(module.weight))
+    ids = torch.randint(0, 32, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = attacked(input_ids=ids).logits
+        off_nf4 = (logits - equivalent(input_ids=ids).logits).abs().max()
+        off_float = (logits - model(input_ids=ids).logits).abs().max()
+        assert off_nf4 < off_float / 5
+
+
+def test_bnb_8bit_attack_is_row_wise_int8():
+    """LLM.int8() keeps each weight row as int8 codes round(127 w / max|w|) of the row's
+    float16 weights, and the row's max |w| as its scale."""
+    pytest.importorskip("bitsandbytes")
+    model = tiny_llama(vocab_size=32, **BNB_WIDTH)
+    attacked = bnb_quantize(model, 8)
+    quantized = _bnb_weights(attacked)
+    assert quantized and "lm_head" not in quantized
+    floats = dict(model.named_modules())
+    for name, (codes, scale) in quantized.items():
+        weight = floats[name].weight.detach().half().float()
+        rowmax = weight.abs().amax(dim=1)
+        torch.testing.assert_close(scale, rowmax)
+        assert torch.equal(codes, torch.round(weight * (127 / rowmax[:, None])))
+
+
 def _peaked_llama(vocab=16, sharpen=24.0, seed=3):
     """A tiny Llama whose next-token distributions are peaked (output head scaled), so that a
     short suffix has a probability a few thousand samples can estimate."""
@@ -384,7 +466,8 @@ def test_settings_validation_names_the_fix():
         with pytest.raises(UsageError):
             AuditSettings(**bad)
     assert parse_attack("quantize:4") == ("quantize", 4) and parse_attack("relearn")[0] == "relearn"
-    for bad in ("quantize", "quantize:1", "prune:4"):
+    assert parse_attack("bnb:4") == ("bnb", 4) and parse_attack("bnb:8") == ("bnb", 8)
+    for bad in ("quantize", "quantize:1", "prune:4", "bnb:3", "bnb"):
         with pytest.raises(UsageError, match="quantize:BITS"):
             parse_attack(bad)
 
@@ -392,13 +475,14 @@ def test_settings_validation_names_the_fix():
 # ------------------------------------------------------------------- end to end
 
 
-def _subject(gpt2, seed=0):
+def _subject(gpt2, seed=0, **config):
     return tiny_llama(
         len(gpt2),
         seed=seed,
         bos_token_id=gpt2.eos_token_id,
         eos_token_id=gpt2.eos_token_id,
         pad_token_id=None,
+        **config,
     )
 
 
@@ -517,7 +601,29 @@ def test_attacks_never_change_the_model_or_its_files(gpt2, tmp_path):
     assert weights_digest(model) == weights and weights_digest(attacked) != weights
 
 
-def test_audit_refuses_bad_input(gpt2):
+def test_audit_under_bnb_attacks_leaves_the_model_and_its_files(gpt2, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    model = _subject(gpt2, **BNB_WIDTH)
+    forget = _samples(model, gpt2, 3, greedy=True, seed=4)
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    gpt2.save_pretrained(folder)
+    files = _file_digests(folder)
+    attacks = ("quantize:4", "bnb:4", "bnb:8")
+    settings = AuditSettings(el_n=4, num_samples=4, num_beams=2)
+    result = audit(str(folder), forget, settings=settings, attacks=attacks)
+    assert _file_digests(folder) == files
+    nll = {
+        a: [r["model"]["membership"]["loss"] for r in result.attacks[a]["sequences"]]
+        for a in attacks
+    }
+    # three different quantizations, three different likelihoods, none the model's own
+    own = [r["model"]["membership"]["loss"] for r in result.sequences]
+    assert len({tuple(v) for v in nll.values()} | {tuple(own)}) == 4
+    assert all(result.attacks[a]["aggregates"]["num_sequences"] == 3 for a in attacks)
+
+
+def test_audit_refuses_bad_input(gpt2, monkeypatch):
     model = _subject(gpt2)
     forget = _samples(model, gpt2, 2, greedy=False, seed=6)
     with pytest.raises(UsageError, match="also in the forget set"):
@@ -526,3 +632,6 @@ def test_audit_refuses_bad_input(gpt2):
         audit(model, forget[:1], tokenizer=gpt2, settings=CHEAP, attacks=("relearn",))
     with pytest.raises(UsageError, match="unknown attack"):
         audit(model, forget, tokenizer=gpt2, settings=CHEAP, attacks=("prune",))
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
+    with pytest.raises(UsageError, match="need bitsandbytes"):
+        audit(model, forget, tokenizer=gpt2, settings=CHEAP, attacks=("bnb:4",))

@@ -12,7 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..data.forget import ForgetSample, load_forget_set
 from ..errors import UsageError
 from ..models import load_model_and_tokenizer, prepare_tokenizer
-from .attacks import quantize_model, relearn, relearn_split
+from .attacks import bnb_quantize, quantize_model, relearn, relearn_split, require_bitsandbytes
 from .measure import Context, measure_forget, measure_holdout
 from .result import AuditResult, redact_generations
 from .settings import AuditSettings, parse_attack
@@ -116,8 +116,11 @@ def _subject(model, forget, holdout, reference, ctx: Context) -> dict:
 def _attack(spec, model, forget, holdout, reference, ctx: Context) -> dict:
     name, bits = parse_attack(spec)
     settings = ctx.settings
-    if name == "quantize":
-        attacked = quantize_model(model, bits, settings.quantize_group_size)
+    if name in ("quantize", "bnb"):
+        if name == "quantize":
+            attacked = quantize_model(model, bits, settings.quantize_group_size)
+        else:
+            attacked = bnb_quantize(model, bits)
         return _subject(attacked, forget, holdout, reference, ctx)
     trained, audited = relearn_split(len(forget), settings.seed)
     attacked = relearn(
@@ -151,6 +154,8 @@ def audit(
     """Audit `model` on `forget` (specs or loaded); see the package docstring."""
     settings = settings or AuditSettings()
     parsed = [parse_attack(a) for a in attacks]  # a bad attack fails before any loading
+    if any(name == "bnb" for name, _ in parsed):
+        require_bitsandbytes()
     started = time.perf_counter()
     recorded = asdict(settings) | {
         "model": _spec(model),

@@ -9,6 +9,10 @@ are never touched.
   quantization step. Simulated here in floating point (quantize, then
   dequantize at once), round-to-nearest, symmetric, group-wise: the RTN
   baseline of GPTQ (Frantar et al. 2023), which runs anywhere.
+* bnb (the same attack with the quantization deployments use): the model loaded
+  through transformers' BitsAndBytesConfig, NF4 for 4 bits (QLoRA's data type,
+  blocks of 64 weights) and LLM.int8() for 8 (per-row int8, fp16 outliers). It
+  needs the bitsandbytes package; it runs on CUDA and, slowly, on a CPU.
 * relearn (Hu et al. 2025, "Unlearning or Obfuscating? Jogging the Memory of
   Unlearned LLMs via Benign Relearning"; Deeb & Roger 2024, "Do Unlearning
   Methods Remove Information from Language Model Weights?"): fine-tuning on part
@@ -18,6 +22,7 @@ are never touched.
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Sequence
 
 import torch
@@ -25,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..generation import right_pad
+from ..errors import UsageError
+from ..generation import model_device, right_pad
 from ..losses import nll_loss
 
 
@@ -60,6 +66,41 @@ def quantize_model(model: PreTrainedModel, bits: int, group_size: int) -> PreTra
         for module in attacked.modules():
             if isinstance(module, nn.Linear) and module is not head:
                 module.weight.copy_(quantize_weight(module.weight, bits, group_size))
+    return attacked.eval()
+
+
+def require_bitsandbytes() -> None:
+    """A one-line error, before any loading, where the bnb attacks cannot run."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "the bnb attacks need bitsandbytes: pip install 'icu-unlearn[quantize]' "
+            "(or use quantize:BITS, simulated, which needs nothing)"
+        ) from None
+
+
+def bnb_quantize(model: PreTrainedModel, bits: int) -> PreTrainedModel:
+    """The model as bitsandbytes quantizes it on loading: NF4 (`bits` 4) or LLM.int8() (8).
+
+    The weights travel through a temporary folder, as a deployment loads them;
+    transformers keeps the output head in full precision. Compute stays float32.
+    """
+    require_bitsandbytes()
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if bits == 4:
+        config = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+        )
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    device = model_device(model)
+    with tempfile.TemporaryDirectory(prefix="icu-bnb-") as folder:
+        model.save_pretrained(folder, safe_serialization=True)
+        attacked = AutoModelForCausalLM.from_pretrained(
+            folder, quantization_config=config, device_map={"": str(device)}, dtype=torch.float32
+        )
     return attacked.eval()
 
 

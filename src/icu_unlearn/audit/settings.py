@@ -189,14 +189,18 @@ def _scheme(value) -> SamplingScheme:
     return SamplingScheme(**value)
 
 
-ATTACK_FORMS = "quantize:BITS (BITS from 2 to 16, e.g. quantize:4) or relearn"
+ATTACK_FORMS = (
+    "quantize:BITS (BITS from 2 to 16, e.g. quantize:4), bnb:4, bnb:8 (bitsandbytes) or relearn"
+)
 
 
 def parse_attack(spec: str) -> tuple[str, int | None]:
-    """ "quantize:4" -> ("quantize", 4); "relearn" -> ("relearn", None)."""
+    """ "quantize:4" -> ("quantize", 4); "bnb:4" -> ("bnb", 4); "relearn" -> ("relearn", None)."""
     if spec == "relearn":
         return "relearn", None
     match = re.fullmatch(r"quantize:(\d+)", spec)
     if match and 2 <= int(match.group(1)) <= 16:
         return "quantize", int(match.group(1))
+    if spec in ("bnb:4", "bnb:8"):
+        return "bnb", int(spec[4:])
     raise UsageError(f"unknown attack {spec!r}; give {ATTACK_FORMS}")
