@@ -17,6 +17,7 @@ import argparse
 import json
 import platform
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -104,14 +105,16 @@ def main() -> None:
     results = []
     with torch.inference_mode():
         for rows in [int(r) for r in args.rows.split(",")]:
-            variants = {"growing": lambda: growing(model, rows, args.steps)}
-            variants["static"] = lambda: static(model, rows, args.steps)
+            variants = {
+                "growing": partial(growing, model, rows, args.steps),
+                "static": partial(static, model, rows, args.steps),
+            }
             if args.compile:
                 compiled = torch.compile(model.forward, dynamic=False)
                 started = time.perf_counter()
                 static(model, rows, args.steps, compiled)  # compiles
                 compile_seconds = time.perf_counter() - started
-                variants["static+compile"] = lambda: static(model, rows, args.steps, compiled)
+                variants["static+compile"] = partial(static, model, rows, args.steps, compiled)
             timed = {name: [] for name in variants}
             tokens = {}
             variants["growing"]()  # warm-up

@@ -153,6 +153,9 @@ def _train_epoch(setup: RunSetup, active: list[str], epoch: int) -> dict:
             for k, v in {"loss": value, **terms}.items():
                 totals[k] = totals.get(k, 0.0) + v * len(ids)
         setup.optimizer.step()
+        # freed now, not at the next step: the epoch's scoring runs without a weight-sized
+        # buffer of gradients that the next step would discard anyway
+        setup.optimizer.zero_grad(set_to_none=True)
         steps += 1
         faults.point("train_step", epoch)
     setup.model.eval()
@@ -348,6 +351,18 @@ def _audit(setup: RunSetup) -> dict:
     }
 
 
+def _release_training_state(setup: RunSetup) -> None:
+    """Past the last epoch and its checkpoint, the optimizer's moments (twice the weights
+    under Adam) and the frozen copy of the model serve nothing: freed before the audit
+    loads its models. Sharded runs keep theirs (their engines own them); LoRA's reference
+    is the trained model itself."""
+    if setup.procs.lockstep:
+        return
+    setup.optimizer.state.clear()
+    if setup.reference is not None and setup.config.lora.r == 0:
+        setup.reference.to("meta")
+
+
 def _finish(setup: RunSetup, run: RunProgress) -> UnlearnResult:
     _score_the_end(setup, run)
     reference = _reference_check(setup)  # before a LoRA merge changes the base
@@ -363,6 +378,7 @@ def _finish(setup: RunSetup, run: RunProgress) -> UnlearnResult:
             setup.tokenizer.save_pretrained(folder)
 
         publish_model(setup.out / "model", save)
+    _release_training_state(setup)
     audited = _audit(setup) if setup.procs.main else None
     record = run_dir.write_manifest(setup, run, finished=True, reference=reference, audit=audited)
     setup.procs.wait()
