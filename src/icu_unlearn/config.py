@@ -119,6 +119,13 @@ class StopConfig:
     # tests. 0: once it is as unlikely as under the reference (a margin above 0 would pause
     # text the reference knows well, boilerplate, while it is still more extractable).
     reference_nll_margin: float = 0.0
+    # The reference bounds each suffix token from below: the ascent term pushes a token
+    # down only while its log-probability is above the reference's for that token less
+    # this many nats, and pulls it back up once below, so a record ends near "never
+    # seen" instead of far below it (gradient ascent pushes an already unlikely token
+    # down as hard as a likely one). null: off, the paper's ascent on every suffix
+    # token. Not the paper's loss. Needs stop.reference.
+    token_floor: float | None = None
 
     def __post_init__(self):
         if self.thresholds not in ("fixed", "auto"):
@@ -127,6 +134,8 @@ class StopConfig:
             raise UsageError(f"stop.scope must be 'each' or 'mean', got {self.scope!r}")
         if self.reference_margin < 0 or self.reference_nll_margin < 0:
             raise UsageError("stop.reference_margin and reference_nll_margin must be >= 0")
+        if self.token_floor is not None and self.token_floor < 0:
+            raise UsageError(f"stop.token_floor must be >= 0 nats, got {self.token_floor}")
 
 
 @dataclass
@@ -343,10 +352,20 @@ class RunConfig:
         for key in ("model", "forget"):
             if not getattr(self, key):
                 raise UsageError(f"the config has no {key!r}; set it in the YAML or --set {key}=…")
-        from .methods import METHODS, PLANTING
+        from .methods import METHODS, PLANTING, runnable
 
         if self.method not in METHODS and self.method != PLANTING.name:
             raise UsageError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.stop.token_floor is not None and self.stop.reference is None:
+            raise UsageError(
+                "stop.token_floor needs stop.reference: the floor is the reference model's "
+                "own log-probability of each suffix token"
+            )
+        if self.stop.token_floor is not None and not runnable(self.method).ascends:
+            raise UsageError(
+                f"stop.token_floor bounds the gradient-ascent term, which {self.method} has "
+                "not; use it with icu, kl, llmu or kumpr"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

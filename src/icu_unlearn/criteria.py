@@ -9,6 +9,7 @@ from .config import RunConfig
 from .data.forget import load_forget_set
 from .errors import UsageError
 from .evaluate import EvalSettings, score_samples
+from .generation import token_logprobs
 from .metrics.perplexity import log_likelihood, perplexity_from
 from .models import load_model_and_tokenizer
 
@@ -103,7 +104,8 @@ def refuse_already_forgotten(config: RunConfig, rows: list[dict], limits: dict) 
 
 
 def reference_rows(config: RunConfig, tokenizer, forget, settings, procs) -> dict | None:
-    """The never-trained reference's EL, MA and suffix NLL per sequence, measured once."""
+    """The never-trained reference's EL, MA and suffix NLL per sequence, measured once;
+    with stop.token_floor, also its log-probability of every token x_1 .. x_{T-1}."""
     if config.stop.reference is None:
         return None
     model, ref_tokenizer = load_model_and_tokenizer(config.stop.reference, config.trust_remote_code)
@@ -116,7 +118,12 @@ def reference_rows(config: RunConfig, tokenizer, forget, settings, procs) -> dic
         model, tokenizer, forget, settings, procs=procs, similarity=False, suffix_nll=True
     )
     keys = (f"el_{settings.el_n}", "ma", "suffix_nll")
-    return {r["id"]: {k: r[k] for k in keys} for r in rows}
+    scores = {r["id"]: {k: r[k] for k in keys} for r in rows}
+    if config.stop.token_floor is not None:
+        logprobs = token_logprobs(model, [s.input_ids for s in forget], tokenizer.pad_token_id)
+        for sample, values in zip(forget, logprobs, strict=True):
+            scores[sample.id]["token_logprobs"] = [round(v, 6) for v in values.tolist()]
+    return scores
 
 
 def mark_done(config: RunConfig, rows: list[dict], limits: dict, reference: dict | None) -> None:

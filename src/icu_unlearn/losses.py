@@ -151,11 +151,22 @@ def suffix_logprob_sum(logits, input_ids, attention_mask, prefix_lengths) -> tor
     return (token_logprobs(logits, input_ids) * mask).sum(-1)
 
 
-def forget_loss(logits, input_ids, attention_mask, prefix_lengths) -> torch.Tensor:
+def forget_loss(logits, input_ids, attention_mask, prefix_lengths, floor=None) -> torch.Tensor:
     """L_fgt (Eq. 1): + mean log P(x_t | x_<t) over suffix tokens. Minimising it is
-    gradient ascent on the negative log-likelihood of the forget samples."""
+    gradient ascent on the negative log-likelihood of the forget samples.
+
+    `floor` (B, T-1), aligned with the predicted tokens x_1 .. x_{T-1} (`suffix_mask`),
+    -inf where a token has none: a floored token adds |log P - floor| instead, so it is
+    pushed down exactly as by ascent while above its floor and pulled back up once
+    below it. Masking it out below the floor is not enough: the ascent on its
+    neighbours drags it further down through the shared weights.
+    """
     mask = _kept_mask(logits, attention_mask, prefix_lengths)
-    return _masked_mean(token_logprobs(logits, input_ids), mask)
+    logp = token_logprobs(logits, input_ids)
+    if floor is not None:
+        floor = floor[:, floor.shape[1] - logp.shape[1] :]
+        logp = torch.where(torch.isfinite(floor), (logp - floor).abs(), logp)
+    return _masked_mean(logp, mask)
 
 
 def nll_loss(logits, input_ids, attention_mask, prefix_lengths) -> torch.Tensor:

@@ -175,18 +175,26 @@ def _checkpoint_in_eval_mode(model) -> None:
 
 def _micro_batches(setup: RunSetup, ids: list[str], epoch: int, step: int) -> dict[str, Batch]:
     """The forget samples `ids` and, per kind the method needs, their data at this step."""
-    batches = {"forget": _collate(setup, [setup.forget[i] for i in ids])}
+    batches = {"forget": _collate(setup, [setup.forget[i] for i in ids], floors=True)}
     data = setup.data.for_step(setup.forget, ids, setup.config.seed, epoch, step)
     for kind, samples in data.items():
         batches[kind] = _collate(setup, samples)
     return batches
 
 
-def _collate(setup: RunSetup, samples: list[ForgetSample]) -> Batch:
+def _collate(setup: RunSetup, samples: list[ForgetSample], floors: bool = False) -> Batch:
     device = setup.accelerator.device
     ids, mask = right_pad([s.input_ids for s in samples], setup.tokenizer.pad_token_id, device)
     t0 = torch.tensor([s.prefix_length for s in samples], device=device)
-    return Batch(ids, mask, t0)
+    margin = setup.config.stop.token_floor
+    if not floors or margin is None:
+        return Batch(ids, mask, t0)
+    # the reference's log-probability of each token, less the margin; padding: none
+    floor = torch.full((len(samples), ids.shape[1] - 1), -math.inf, device=device)
+    for row, sample in enumerate(samples):
+        reference = setup.reference_scores[sample.id]["token_logprobs"]
+        floor[row, : len(reference)] = torch.tensor(reference, device=device) - margin
+    return Batch(ids, mask, t0, floor)
 
 
 def _check_epoch(setup: RunSetup, active: list[str], epoch: int):

@@ -235,3 +235,105 @@ def test_activation_checkpointing_gives_the_same_run(scenario, tmp_path):
     b = load_file(checkpointed.model_dir / "model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def _ascent_batches(monkeypatch, name: str) -> list:
+    """Every forget batch the method `name` trains on, as the loss receives it."""
+    seen = []
+    method = methods.METHODS[name]
+
+    def loss(model, reference, batches, config):
+        seen.append(batches["forget"])
+        return method.loss(model, reference, batches, config)
+
+    monkeypatch.setitem(
+        methods.METHODS, name, methods.base.Method(**{**method.__dict__, "loss": loss})
+    )
+    return seen
+
+
+def test_the_token_floor_is_the_references_log_probability_less_the_margin(
+    scenario, tmp_path, monkeypatch
+):
+    """Each forget batch carries, per predicted token, the never-trained reference's own
+    log-probability of it (teacher-forced, measured once) less stop.token_floor."""
+    from icu_unlearn.generation import token_logprobs
+    from icu_unlearn.models import load_model_and_tokenizer
+
+    seen = _ascent_batches(monkeypatch, "kumpr")
+    reference = str(scenario["base"])
+    config = _config(
+        scenario, tmp_path / "run", method="kumpr", max_epochs=1, batch_size=2,
+        **{"stop.reference": reference, "stop.token_floor": 0.5},
+    )  # fmt: skip
+    result = unlearn(config, progress=False)
+    model, tokenizer = load_model_and_tokenizer(reference)
+    samples = {r["id"]: r["ids"] for r in scenario_rows(scenario)}
+    checked = 0
+    for batch in seen:
+        for row in range(len(batch)):
+            ids = batch.input_ids[row][batch.attention_mask[row].bool()].tolist()
+            (sample_id,) = [i for i, s in samples.items() if s == ids]
+            expected = token_logprobs(model, [ids], tokenizer.pad_token_id)[0] - 0.5
+            torch.testing.assert_close(
+                batch.floor[row, : len(ids) - 1], expected, atol=2e-6, rtol=0
+            )
+            assert torch.isinf(batch.floor[row, len(ids) - 1 :]).all()  # padding: none
+            stored = result.manifest["reference_scores"][sample_id]["token_logprobs"]
+            assert len(stored) == len(ids) - 1
+            checked += 1
+    assert checked == len(samples)  # one epoch: every sequence once
+
+
+def scenario_rows(scenario) -> list[dict]:
+    """The forget set's token ids per id, as the run tokenizes them."""
+    from icu_unlearn.data.forget import load_forget_set
+    from icu_unlearn.models import load_model_and_tokenizer
+
+    _, tokenizer = load_model_and_tokenizer(str(scenario["planted_model"]))
+    forget = load_forget_set(str(scenario["forget"]), tokenizer, 20)
+    return [{"id": s.id, "ids": s.input_ids} for s in forget]
+
+
+def test_a_token_floor_bounds_how_far_each_suffix_token_is_pushed_down(scenario, tmp_path):
+    """Gradient ascent alone (KUMPR) drives the suffixes nats a token below where they
+    started. With the planted model itself as the floor's reference and stop.token_floor
+    2, a token leaves the ascent once it is 2 nats under its starting log-probability:
+    the records end near 2 nats down. (`mean` scope: under `each` a model equal to its
+    reference is done at once; thresholds no run can meet, so each trains every epoch.)
+    A floor too far down to reach (1000 nats) is the
+    unbounded run exactly: the floor changes nothing else."""
+    keys = {
+        "method": "kumpr", "max_epochs": 12, "lr": 2e-4, "batch_size": 1,
+        "stop.scope": "mean", "stop.reference": str(scenario["planted_model"]),
+        "stop.el_max": 0, "stop.ma_max": 0,  # never met: every run trains 6 epochs
+    }  # fmt: skip
+    runs = {
+        floor: unlearn(
+            _config(scenario, tmp_path / str(floor), **keys, **{"stop.token_floor": floor}),
+            progress=False,
+        )
+        for floor in ("null", 2, 1000)
+    }
+    gap = {k: r.manifest["likelihood_vs_reference"]["mean_gap"] for k, r in runs.items()}
+    assert gap["null"] > 6.0, gap  # unbounded: far below the starting likelihood
+    assert 1.0 < gap[2] < 3.5, gap  # bounded: about the floor's 2 nats
+    a = load_file(runs["null"].model_dir / "model.safetensors")
+    b = load_file(runs[1000].model_dir / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({}, "stop.token_floor needs stop.reference"),
+        ({"method": "npo", "stop.reference": "x"}, "which npo has not"),
+        ({"stop.reference": "x", "stop.token_floor": -1}, "must be >= 0"),
+    ],
+)
+def test_a_token_floor_without_its_inputs_is_refused(scenario, extra, message):
+    from icu_unlearn.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        _config(scenario, "x", **{"stop.token_floor": 0.5, **extra}).require()

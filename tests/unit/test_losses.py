@@ -76,6 +76,29 @@ def test_per_sample_mean_weights_samples_equally():
     assert got == pytest.approx(expected, abs=1e-6)
 
 
+def test_a_floored_token_is_held_at_its_floor():
+    """Floors per predicted token x_1..x_3; every suffix token here has P = 1/2
+    (ln = -0.693). Sequence 0: x_2's floor -0.5 is above it (|-0.693 + 0.5| = 0.193),
+    x_3's floor -1 below it (0.307): mean 0.25. Sequence 1: x_2 unfloored (-inf), the
+    plain ln(1/2). L_fgt is the mean of the two. Below its floor a token is pulled up
+    (its gradient is ascent's, negated); above it, pushed down as by ascent; -inf
+    everywhere is no floor."""
+    logits, ids, mask, t0 = _batch()
+    inf = math.inf
+    floor = torch.tensor([[-inf, -0.5, -1.0], [-inf, -inf, -inf]])
+    got = forget_loss(logits.requires_grad_(True), ids, mask, t0, floor=floor)
+    assert got.item() == pytest.approx((0.25 + math.log(0.5)) / 2, abs=1e-6)
+    (grad,) = torch.autograd.grad(got, logits)
+    (ascent,) = torch.autograd.grad(forget_loss(logits, ids, mask, t0), logits)
+    torch.testing.assert_close(grad[0, 1], -ascent[0, 1])  # x_2: under its floor, back up
+    torch.testing.assert_close(grad[0, 2], ascent[0, 2])  # x_3: above it, down as ascent
+    torch.testing.assert_close(grad[1], ascent[1])  # no floor
+    kept = logits.detach()[:, 1:]  # the suffix positions alone, the same floor
+    assert forget_loss(kept, ids, mask, t0, floor=floor).item() == pytest.approx(got.item())
+    unbounded = forget_loss(logits, ids, mask, t0, floor=torch.full((2, 3), -inf))
+    assert unbounded.item() == pytest.approx(forget_loss(logits, ids, mask, t0).item())
+
+
 def test_kl_hand_worked_and_ignores_padding():
     """Reference logits zero (uniform P0 = 1/3 each). Where the model has (ln 2, 0, 0)
     up to order, P = (1/2, 1/4, 1/4) and KL(P0 || P) = sum 1/3 ln((1/3)/p)

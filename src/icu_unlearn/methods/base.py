@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..losses import positions_needed
+from ..losses import forget_loss, positions_needed
 
 # The data a method can ask the engine for, besides the forget batch itself. Each is
 # built once per run, per forget sample, so a sample always travels with its own.
@@ -23,6 +23,9 @@ class Batch:
     input_ids: torch.Tensor  # (B, T)
     attention_mask: torch.Tensor  # (B, T)
     prefix_lengths: torch.Tensor  # (B,)
+    # (B, T-1) per predicted token x_t: the log-probability under which the ascent term
+    # leaves it out (stop.token_floor), -inf where there is none; None: no floor
+    floor: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -37,6 +40,7 @@ class Method:
     # (model, reference, batches: {"forget": Batch, kind: Batch}, config) -> (loss, {term: value})
     loss: Callable
     refines: bool = False  # runs IUR (paper §3.5) after each epoch when refinement.enabled
+    ascends: bool = False  # its loss has the ascent term L_fgt, which stop.token_floor bounds
 
 
 def logits(model, batch: Batch) -> torch.Tensor:
@@ -63,6 +67,13 @@ def suffix_logits(model, batch: Batch) -> torch.Tensor:
     return model(
         input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=keep
     ).logits
+
+
+def ascent_term(logits: torch.Tensor, batch: Batch, prefix_lengths=None) -> torch.Tensor:
+    """L_fgt of the forget batch from its logits (`suffix_logits`, or `logits` with
+    `prefix_lengths` of 1 to score the prefix too), under the batch's token floor."""
+    t0 = batch.prefix_lengths if prefix_lengths is None else prefix_lengths
+    return forget_loss(logits, batch.input_ids, batch.attention_mask, t0, floor=batch.floor)
 
 
 def reference_suffix_logits(reference, batch: Batch) -> torch.Tensor:

@@ -7,15 +7,13 @@ refinement.enabled = false the one without IUR.
 
 from __future__ import annotations
 
-from ..losses import forget_loss, icu_loss, kl_loss, nll_loss
-from .base import PAIRS, Method, reference_suffix_logits, suffix_logits
+from ..losses import icu_loss, kl_loss, nll_loss
+from .base import PAIRS, Method, ascent_term, reference_suffix_logits, suffix_logits
 
 
 def _loss(model, reference, batches, config):
     forget = batches["forget"]
-    l_fgt = forget_loss(
-        suffix_logits(model, forget), forget.input_ids, forget.attention_mask, forget.prefix_lengths
-    )
+    l_fgt = ascent_term(suffix_logits(model, forget), forget)
     zero = l_fgt.new_zeros(())
     l_lrn, l_kl = zero, zero
     if PAIRS in batches:

@@ -6,15 +6,13 @@ by ICU's L_lrn term and IUR: the comparison isolates what those add.
 
 from __future__ import annotations
 
-from ..losses import forget_loss, kl_loss
-from .base import PAIRS, Method, reference_suffix_logits, suffix_logits
+from ..losses import kl_loss
+from .base import PAIRS, Method, ascent_term, reference_suffix_logits, suffix_logits
 
 
 def _loss(model, reference, batches, config):
     forget, retain = batches["forget"], batches[PAIRS]
-    l_fgt = forget_loss(
-        suffix_logits(model, forget), forget.input_ids, forget.attention_mask, forget.prefix_lengths
-    )
+    l_fgt = ascent_term(suffix_logits(model, forget), forget)
     l_kl = kl_loss(
         suffix_logits(model, retain),
         reference_suffix_logits(reference, retain),
@@ -30,4 +28,5 @@ METHOD = Method(
     needs=lambda c: {PAIRS},
     uses_reference=lambda c: True,
     loss=_loss,
+    ascends=True,
 )

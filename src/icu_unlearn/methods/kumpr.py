@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import forget_loss
-from .base import Method, logits, suffix_logits
+from .base import Method, ascent_term, logits, suffix_logits
 
 
 def _loss(model, reference, batches, config):
@@ -21,7 +20,7 @@ def _loss(model, reference, batches, config):
         scored, t0 = suffix_logits(model, forget), forget.prefix_lengths
     else:  # t0 = 1: every token but the first is scored, the prefix too
         scored, t0 = logits(model, forget), torch.ones_like(forget.prefix_lengths)
-    l_fgt = forget_loss(scored, forget.input_ids, forget.attention_mask, t0)
+    l_fgt = ascent_term(scored, forget, t0)
     return l_fgt, {"fgt": l_fgt.item()}
 
 
@@ -31,4 +30,5 @@ METHOD = Method(
     needs=lambda c: set(),
     uses_reference=lambda c: False,
     loss=_loss,
+    ascends=True,
 )

@@ -7,16 +7,14 @@ weights in `llmu:`; the normal data are the analogous pairs.
 
 from __future__ import annotations
 
-from ..losses import forget_loss, kl_loss, nll_loss
-from .base import MISMATCH, PAIRS, Method, reference_suffix_logits, suffix_logits
+from ..losses import kl_loss, nll_loss
+from .base import MISMATCH, PAIRS, Method, ascent_term, reference_suffix_logits, suffix_logits
 
 
 def _loss(model, reference, batches, config):
     weights = config.llmu
     forget, mismatch, normal = batches["forget"], batches[MISMATCH], batches[PAIRS]
-    l_fgt = forget_loss(
-        suffix_logits(model, forget), forget.input_ids, forget.attention_mask, forget.prefix_lengths
-    )
+    l_fgt = ascent_term(suffix_logits(model, forget), forget)
     l_rdn = nll_loss(
         suffix_logits(model, mismatch),
         mismatch.input_ids,
@@ -41,4 +39,5 @@ METHOD = Method(
     needs=lambda c: {PAIRS, MISMATCH},
     uses_reference=lambda c: True,
     loss=_loss,
+    ascends=True,
 )
