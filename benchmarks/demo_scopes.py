@@ -46,14 +46,15 @@ def _cached(path: Path, compute):
     return value
 
 
-def _run(name: str, planted: str, out: Path) -> dict:
+def _run(name: str, planted: str, out: Path, overrides: dict | None = None) -> dict:
+    """The run `name` (its keys: RUNS[name], or `overrides`) from the planted model."""
     run_dir = out / name
     if (run_dir / "manifest.json").is_file():
         manifest = json.loads((run_dir / "manifest.json").read_text())
         if manifest["status"] not in ("running", "interrupted"):
             return manifest
     keys = {"model": planted, "forget": FORGET, "out": run_dir, "audit.holdout": HOLDOUT}
-    keys |= DEMO | RUNS[name]
+    keys |= DEMO | (RUNS[name] if overrides is None else overrides)
     config = load_config(None, [f"{k}={v}" for k, v in keys.items()])
     resume = (run_dir / "checkpoints" / "LATEST").is_file()
     return unlearn(config, resume=resume, overwrite=not resume, progress=False).manifest
