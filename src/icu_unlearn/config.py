@@ -362,9 +362,10 @@ class RunConfig:
                 "own log-probability of each suffix token"
             )
         if self.stop.token_floor is not None and not runnable(self.method).ascends:
+            ascending = ", ".join(name for name, m in METHODS.items() if m.ascends)
             raise UsageError(
                 f"stop.token_floor bounds the gradient-ascent term, which {self.method} has "
-                "not; use it with icu, kl, llmu or kumpr"
+                f"not; use it with {ascending}"
             )
 
     def to_dict(self) -> dict:

@@ -162,3 +162,22 @@ def test_registry_declares_what_each_method_needs():
     }
     assert [n for n, m in METHODS.items() if m.refines] == ["icu"]
     assert not METHODS["icu"].needs(load_config(None, ["alpha=0", "beta=0"]))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_token_floor_bounds_exactly_the_methods_that_say_they_ascend(method, monkeypatch):
+    # every scored forget token has log P = -ln 2 (suffix and, for KUMPR, prefix alike);
+    # a floor of 0 above all of them turns the ascent term's -ln 2 into |-ln 2 - 0| = +ln 2
+    floored = dict(BATCHES)
+    forget = BATCHES["forget"]
+    floored["forget"] = Batch(
+        forget.input_ids, forget.attention_mask, forget.prefix_lengths, torch.zeros(1, 3)
+    )
+    plain_loss, plain = _loss(method)
+    monkeypatch.setitem(globals(), "BATCHES", floored)
+    floor_loss, terms = _loss(method)
+    if METHODS[method].ascends:
+        assert plain["fgt"] == pytest.approx(-LN2) and terms["fgt"] == pytest.approx(LN2)
+        assert floor_loss > plain_loss + 0.5  # the flipped term is in the loss (LLMU: x 0.5)
+    else:
+        assert floor_loss == plain_loss and terms == plain

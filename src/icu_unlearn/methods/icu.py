@@ -41,4 +41,5 @@ METHOD = Method(
     uses_reference=lambda c: c.beta > 0,
     loss=_loss,
     refines=True,
+    ascends=True,
 )
