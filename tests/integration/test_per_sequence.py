@@ -337,3 +337,28 @@ def test_a_token_floor_without_its_inputs_is_refused(scenario, extra, message):
 
     with pytest.raises(UsageError, match=message):
         _config(scenario, "x", **{"stop.token_floor": 0.5, **extra}).require()
+
+
+def test_a_floored_icu_run_resumes_to_the_uninterrupted_run(scenario, tmp_path):
+    """The floors come from the reference measured once at the start; a resumed run
+    takes them from its checkpoint, not from a new measurement, and ends where an
+    uninterrupted run ends."""
+    keys = {"stop.reference": str(scenario["base"]), "stop.token_floor": 1.0, "lr": 1e-4}
+    whole = unlearn(_config(scenario, tmp_path / "whole", max_epochs=3, **keys), progress=False)
+    part = unlearn(_config(scenario, tmp_path / "part", max_epochs=2, **keys), progress=False)
+    assert part.manifest["epochs"] == 2
+    resumed = unlearn(
+        _config(scenario, tmp_path / "part", max_epochs=3, **keys), resume=True, progress=False
+    )
+    assert whole.status == resumed.status
+    floors = {i: r["token_logprobs"] for i, r in whole.manifest["reference_scores"].items()}
+    assert floors == {
+        i: r["token_logprobs"] for i, r in resumed.manifest["reference_scores"].items()
+    }
+    scored_alike(without_times(whole.epochs), without_times(resumed.epochs))
+    a = load_file(whole.model_dir / "model.safetensors")
+    b = load_file(resumed.model_dir / "model.safetensors")
+    base = load_file(scenario["planted_model"] / "model.safetensors")
+    assert any(not torch.equal(base[k], a[k]) for k in base)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
