@@ -30,6 +30,8 @@ from demo_scopes import (
     _perplexity,
     _run,
     _seq_table,
+    ppl_cells,
+    run_cells,
 )
 
 from icu_unlearn.demo import DemoSettings, _plant
@@ -91,19 +93,14 @@ def _markdown(manifests: dict, measured: dict, args) -> str:
     ]
     for name, m in manifests.items():
         got = measured[name]
-        gap = (m.get("likelihood_vs_reference") or {}).get("mean_gap")
-        left = ", ".join(r["id"] for r in m["still_extractable"]) or "none"
         agg = got["audit"]["aggregates"]
         v = agg["verdicts"]
         loss = (agg.get("membership") or {}).get("loss") or {}
-        ppl = got["ppl"]
         lines.append(
-            f"| {name} | {m['status']} | {m['epochs']} | {m['after']['el_10']:.3f} / "
-            f"{m['after']['ma']:.3f} | {left} | {'–' if gap is None else f'{gap:+.2f}'} | "
+            f"| {name} | {run_cells(m)} | "
             f"{v['leaked']} / {v['as_reference']} / {v['not_extractable']} | {agg['stands_out']} | "
             f"{_auc(loss.get('auc_model'))} / {_auc(loss.get('auc_reference'))} | {got['keep_ma']:.3f} | "
-            f"{ppl['pile']:.2f} ({ppl['pile'] / planted['ppl']['pile'] - 1:+.1%}) | "
-            f"{ppl['wikitext']:.2f} ({ppl['wikitext'] / planted['ppl']['wikitext'] - 1:+.1%}) |"
+            f"{ppl_cells(got['ppl'], planted['ppl'])} |"
         )
     for name, m in manifests.items():
         lines += ["", f"## {name}: every forgotten sequence at the end", "", *_seq_table(m)]

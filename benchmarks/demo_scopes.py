@@ -127,6 +127,23 @@ def _seq_table(manifest: dict) -> list[str]:
     return lines
 
 
+def run_cells(m: dict) -> str:
+    """A run's status, epochs, forget EL/MA, ids still extractable, mean NLL gap cells."""
+    gap = (m.get("likelihood_vs_reference") or {}).get("mean_gap")
+    left = ", ".join(r["id"] for r in m["still_extractable"]) or "none"
+    return (
+        f"{m['status']} | {m['epochs']} | {m['after']['el_10']:.3f} / {m['after']['ma']:.3f} | "
+        f"{left} | {'–' if gap is None else f'{gap:+.2f}'}"
+    )
+
+
+def ppl_cells(ppl: dict, planted: dict) -> str:
+    """Pile and Wikitext perplexity cells, each with its change from the planted model's."""
+    return " | ".join(
+        f"{ppl[task]:.2f} ({ppl[task] / planted[task] - 1:+.1%})" for task in ("pile", "wikitext")
+    )
+
+
 def write_results(manifests: dict, measured: dict, args) -> None:
     planted = measured["planted"]
     head = [
@@ -144,14 +161,9 @@ def write_results(manifests: dict, measured: dict, args) -> None:
         f"{planted['keep_ma']:.3f} | {planted['ppl']['pile']:.2f} | {planted['ppl']['wikitext']:.2f} |",
     ]
     for name, m in manifests.items():
-        gap = (m.get("likelihood_vs_reference") or {}).get("mean_gap")
-        left = ", ".join(r["id"] for r in m["still_extractable"]) or "none"
-        ppl = measured[name]["ppl"]
         head.append(
-            f"| {name} | {m['status']} | {m['epochs']} | {m['after']['el_10']:.3f} / {m['after']['ma']:.3f} | {left} | "
-            f"{'–' if gap is None else f'{gap:+.2f}'} | {measured[name]['keep_ma']:.3f} | "
-            f"{ppl['pile']:.2f} ({ppl['pile'] / planted['ppl']['pile'] - 1:+.1%}) | "
-            f"{ppl['wikitext']:.2f} ({ppl['wikitext'] / planted['ppl']['wikitext'] - 1:+.1%}) |"
+            f"| {name} | {run_cells(m)} | {measured[name]['keep_ma']:.3f} | "
+            f"{ppl_cells(measured[name]['ppl'], planted['ppl'])} |"
         )
     for name, m in manifests.items():
         head += ["", f"## {name}: every forgotten sequence at the end", "", *_seq_table(m)]
