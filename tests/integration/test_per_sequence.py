@@ -298,15 +298,15 @@ def scenario_rows(scenario) -> list[dict]:
 def test_a_token_floor_bounds_how_far_each_suffix_token_is_pushed_down(scenario, tmp_path):
     """Gradient ascent alone (KUMPR) drives the suffixes nats a token below where they
     started. With the planted model itself as the floor's reference and stop.token_floor
-    2, a token leaves the ascent once it is 2 nats under its starting log-probability:
-    the records end near 2 nats down. (`mean` scope: under `each` a model equal to its
+    2, a token is held at 2 nats under its starting log-probability (pushed down while
+    above, pulled back up below): the records end near 2 nats down. (`mean` scope: under `each` a model equal to its
     reference is done at once; thresholds no run can meet, so each trains every epoch.)
     A floor too far down to reach (1000 nats) is the
     unbounded run exactly: the floor changes nothing else."""
     keys = {
         "method": "kumpr", "max_epochs": 12, "lr": 2e-4, "batch_size": 1,
         "stop.scope": "mean", "stop.reference": str(scenario["planted_model"]),
-        "stop.el_max": 0, "stop.ma_max": 0,  # never met: every run trains 6 epochs
+        "stop.el_max": 0, "stop.ma_max": 0,  # never met: every run trains 12 epochs
     }  # fmt: skip
     runs = {
         floor: unlearn(
