@@ -202,26 +202,48 @@ def _figure(draw) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _curves(runs: list[RunRecord]) -> str:
-    panels = [("EL", None), ("ma", "MA"), ("bertscore_f1", "BERTScore F1"), ("active", "active")]
+CURVE_PANELS = [("EL", None), ("ma", "MA"), ("bertscore_f1", "BERTScore F1"), ("active", "active")]
 
+
+def curve_segments(run: RunRecord, key: str) -> list[list[tuple[int, float]]]:
+    """The measured points of one run's curve (`key` a CURVE_PANELS key), split into runs of
+    consecutive epochs: epoch 0 is the manifest's before, and an epoch whose value is None
+    (the lazy schedule leaves EL unmeasured on most epochs) or missing ends a segment, so
+    that no line is drawn through epochs that were not measured."""
+    column = "el" if key == "EL" else key
+    points = [(e["epoch"], e[column]) for e in run.epochs if e.get(column) is not None]
+    before = run.manifest["before"] or {}
+    start = before.get(run.el_key if key == "EL" else key)
+    if key == "active":
+        start = run.manifest["forget"]["num_samples"]
+    if start is not None:
+        points.insert(0, (0, start))
+    segments: list[list[tuple[int, float]]] = []
+    for epoch, value in points:
+        if segments and epoch == segments[-1][-1][0] + 1:
+            segments[-1].append((epoch, value))
+        else:
+            segments.append([(epoch, value)])
+    return segments
+
+
+def _curves(runs: list[RunRecord]) -> str:
     def draw(plt):
         fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
-        for ax, (key, title) in zip(axes, panels, strict=True):
+        for ax, (key, title) in zip(axes, CURVE_PANELS, strict=True):
             for run in runs:
-                column = "el" if key == "EL" else key
-                # epochs whose EL some sequences skipped (the lazy schedule) have no mean
-                points = [(e["epoch"], e[column]) for e in run.epochs if e.get(column) is not None]
-                first = run.manifest["before"] or {}
-                start = first.get(run.el_key if key == "EL" else key)
-                if key == "active":
-                    start = run.manifest["forget"]["num_samples"]
-                if start is not None:
-                    points.insert(0, (0, start))
-                if points:
-                    ax.plot(*zip(*points, strict=True), marker=".", label=run.name)
+                color = None  # one colour per run across its segments
+                for i, segment in enumerate(curve_segments(run, key)):
+                    (line,) = ax.plot(
+                        *zip(*segment, strict=True),
+                        marker="o",
+                        markersize=3,
+                        color=color,
+                        label=run.name if i == 0 else None,
+                    )
+                    color = line.get_color()
             ax.set_title(title or run.el_label)
-            ax.set_xlabel("epoch")
+            ax.set_xlabel("epoch (points: measured)")
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
         return fig
