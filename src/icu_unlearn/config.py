@@ -17,6 +17,7 @@ import yaml
 
 from .audit.settings import AuditSettings, SamplingScheme
 from .errors import UsageError
+from .rules import RULES
 
 
 @dataclass
@@ -57,12 +58,30 @@ class ScoringSettings:
 
 @dataclass
 class AnalogousConfig:
-    pool: str | None = None  # None: lm-extraction train rows minus the forget set (paper §4.1)
-    pool_limit: int | None = None  # first N pool rows only: embedding 15k rows costs ~5 min on CPU
-    encoder: str | None = None  # None: the packaged all-MiniLM-L6-v2 (the paper's f_s)
-    k: int = 1  # the paper's K = 1: one learn sample per forget sample
-    max_similarity: float = 0.9  # near-copies (licence boilerplate) undo the forgetting
-    max_tokens: int = 100  # pool texts are cut to the forget samples' 50 + 50 tokens
+    pool: str | None = field(
+        default=None,
+        metadata={"help": "None: lm-extraction train rows minus the forget set (paper §4.1)"},
+    )
+    pool_limit: int | None = field(
+        default=None,
+        metadata={"help": "first N pool rows only: embedding 15k rows costs ~5 min on CPU"},
+    )
+    encoder: str | None = field(
+        default=None,
+        metadata={"help": "None: the packaged all-MiniLM-L6-v2 (the paper's f_s)"},
+    )
+    k: int = field(
+        default=1,
+        metadata={"help": "the paper's K = 1: one learn sample per forget sample"},
+    )
+    max_similarity: float = field(
+        default=0.9,
+        metadata={"help": "near-copies (licence boilerplate) undo the forgetting"},
+    )
+    max_tokens: int = field(
+        default=100,
+        metadata={"help": "pool texts are cut to the forget samples' 50 + 50 tokens"},
+    )
 
     def __post_init__(self):
         if self.k < 1:
@@ -73,17 +92,36 @@ class AnalogousConfig:
 
 @dataclass
 class RefinementConfig:
-    enabled: bool = True  # IUR (paper §3.5); false is the "without IUR" ablation
-    rule: str = "all"  # "all": BERTScore < a AND BLEU < b (Eq. 5); "any": the authors' code (OR)
-    bertscore_max: float = 0.3  # a of Eq. 5
-    # b of Eq. 5, on a 0-1 scale. It assumes unsmoothed BLEU (eval.bleu_smoothing: none, the
-    # authors' scoring): with sacrebleu's exp smoothing an unrelated fluent sentence scores
-    # ~0.03, so b = 0.01 would pass only degenerate text.
-    bleu_max: float = 0.01
-    num_beams: int = 1  # greedy; the authors' code used 2
-    # false (the paper's wording): a removed sample is removed for good; true (the authors'
-    # code): every sample is checked each epoch and one that regained its memory comes back
-    readmit: bool = False
+    enabled: bool = field(
+        default=True,
+        metadata={"help": 'IUR (paper §3.5); false is the "without IUR" ablation'},
+    )
+    rule: str = field(
+        default="all",
+        metadata={
+            "help": '"all": BERTScore < a AND BLEU < b (Eq. 5); "any": the authors\' code (OR)'
+        },
+    )
+    bertscore_max: float = field(
+        default=0.3,
+        metadata={"help": "a of Eq. 5"},
+    )
+    bleu_max: float = field(
+        default=0.01,
+        metadata={
+            "help": "b of Eq. 5, on a 0-1 scale. It assumes unsmoothed BLEU (eval.bleu_smoothing: none, the authors' scoring): with sacrebleu's exp smoothing an unrelated fluent sentence scores ~0.03, so b = 0.01 would pass only degenerate text."
+        },
+    )
+    num_beams: int = field(
+        default=1,
+        metadata={"help": "greedy; the authors' code used 2"},
+    )
+    readmit: bool = field(
+        default=False,
+        metadata={
+            "help": "false (the paper's wording): a removed sample is removed for good; true (the authors' code): every sample is checked each epoch and one that regained its memory comes back"
+        },
+    )
 
     def __post_init__(self):
         if self.rule not in ("all", "any"):
@@ -94,44 +132,68 @@ class RefinementConfig:
 
 @dataclass
 class StopConfig:
-    el_n: int = 10  # EL_10, as the paper reports
-    # True: EL over prefix lengths >= t0 only, as the authors' code computed it. L_fgt
-    # trains the suffix only: a model that forgot every suffix token but kept its prefix
-    # memory still has EL_10 ~0.12 over every prefix length of 50 + 50 tokens.
-    el_window: bool = True
-    el_max: float = 0.0499  # paper §4.4: mean EL_10 of the forget set under 4.99%
-    ma_max: float = 0.5994  # paper §4.4: mean MA under 59.94%
-    thresholds: str = "fixed"  # "auto": the model's own means on held-out sequences
-    # Sequences for "auto": Pile validation text, which no model trained on the Pile's
-    # training split saw. A model trained on other web text may have seen it: then give
-    # held-out text of your own.
-    heldout: str = "pile-validation:32"
-    # "each": every sequence must meet the criteria on its own (a deletion request names
-    # records); "mean": the paper's rule on the forget set's means (the paper presets)
-    scope: str = "each"
-    # A model that never trained on the forget set (for planted subjects: the model before
-    # `memorize`). A sequence no more extractable under the run's model than under it is
-    # done, and one whose suffix is as unlikely as under it leaves training.
-    reference: str | None = None
-    reference_margin: float = 0.0  # EL and MA may exceed the reference's by this much
-    # A sequence leaves training once its suffix NLL (nats a token) has come within this
-    # of the reference's: ascent past "never seen" makes the record stand out to membership
-    # tests. 0: once it is as unlikely as under the reference (a margin above 0 would pause
-    # text the reference knows well, boilerplate, while it is still more extractable).
-    reference_nll_margin: float = 0.0
-    # The reference bounds each suffix token from below: the ascent term pushes a token
-    # down only while its log-probability is above the reference's for that token less
-    # this many nats, and pulls it back up once below, so a record ends near "never
-    # seen" instead of far below it (gradient ascent pushes an already unlikely token
-    # down as hard as a likely one). null: off, the paper's ascent on every suffix
-    # token. Not the paper's loss. Needs stop.reference.
-    token_floor: float | None = None
+    el_n: int = field(
+        default=10,
+        metadata={"help": "EL_10, as the paper reports"},
+    )
+    el_window: bool = field(
+        default=True,
+        metadata={
+            "help": "True: EL over prefix lengths >= t0 only, as the authors' code computed it. L_fgt trains the suffix only: a model that forgot every suffix token but kept its prefix memory still has EL_10 ~0.12 over every prefix length of 50 + 50 tokens."
+        },
+    )
+    el_max: float = field(
+        default=0.0499,
+        metadata={"help": "paper §4.4: mean EL_10 of the forget set under 4.99%"},
+    )
+    ma_max: float = field(
+        default=0.5994,
+        metadata={"help": "paper §4.4: mean MA under 59.94%"},
+    )
+    thresholds: str = field(
+        default="fixed",
+        metadata={"help": '"auto": the model\'s own means on held-out sequences'},
+    )
+    heldout: str = field(
+        default="pile-validation:32",
+        metadata={
+            "help": 'Sequences for "auto": Pile validation text, which no model trained on the Pile\'s training split saw. A model trained on other web text may have seen it: then give held-out text of your own.'
+        },
+    )
+    scope: str = field(
+        default="each",
+        metadata={
+            "help": '"each": every sequence must meet the criteria on its own (a deletion request names records); "mean": the paper\'s rule on the forget set\'s means (the paper presets)'
+        },
+    )
+    reference: str | None = field(
+        default=None,
+        metadata={
+            "help": "A model that never trained on the forget set (for planted subjects: the model before `memorize`). A sequence no more extractable under the run's model than under it is done, and one whose suffix is as unlikely as under it leaves training."
+        },
+    )
+    reference_margin: float = field(
+        default=0.0,
+        metadata={"help": "EL and MA may exceed the reference's by this much"},
+    )
+    reference_nll_margin: float = field(
+        default=0.0,
+        metadata={
+            "help": 'A sequence leaves training once its suffix NLL (nats a token) has come within this of the reference\'s: ascent past "never seen" makes the record stand out to membership tests. 0: once it is as unlikely as under the reference (a margin above 0 would pause text the reference knows well, boilerplate, while it is still more extractable).'
+        },
+    )
+    token_floor: float | None = field(
+        default=None,
+        metadata={
+            "help": "The reference bounds each suffix token from below: the ascent term pushes a token down only while its log-probability is above the reference's for that token less this many nats, and pulls it back up once below, so a record ends near \"never seen\" instead of far below it (gradient ascent pushes an already unlikely token down as hard as a likely one). null: off, the paper's ascent on every suffix token. Not the paper's loss. Needs stop.reference."
+        },
+    )
 
     def __post_init__(self):
         if self.thresholds not in ("fixed", "auto"):
             raise UsageError(f"stop.thresholds must be 'fixed' or 'auto', got {self.thresholds!r}")
-        if self.scope not in ("each", "mean"):
-            raise UsageError(f"stop.scope must be 'each' or 'mean', got {self.scope!r}")
+        if self.scope not in RULES:
+            raise UsageError(f"stop.scope must be one of {', '.join(RULES)}, got {self.scope!r}")
         if self.reference_margin < 0 or self.reference_nll_margin < 0:
             raise UsageError("stop.reference_margin and reference_nll_margin must be >= 0")
         if self.token_floor is not None and self.token_floor < 0:
@@ -140,22 +202,32 @@ class StopConfig:
 
 @dataclass
 class LogConfig:
-    # false: EL only where it can decide (MA under ma_max, or the reference rule within
-    # reach), everything at epoch 0 and at the end; true: every sequence every epoch, for
-    # curves. Both give the same run (decisions and weights).
-    el_every_epoch: bool = False
+    el_every_epoch: bool = field(
+        default=False,
+        metadata={
+            "help": "false: EL only where it can decide (MA under ma_max, or the reference rule within reach), everything at epoch 0 and at the end; true: every sequence every epoch, for curves. Both give the same run (decisions and weights)."
+        },
+    )
 
 
 @dataclass
 class KUMPRConfig:
-    # Jang et al. (2023) ascend on every token of the sequence; true: the suffix only (t >= t0)
-    suffix_only: bool = False
+    suffix_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Jang et al. (2023) ascend on every token of the sequence; true: the suffix only (t >= t0)"
+        },
+    )
 
 
 @dataclass
 class MemorizeConfig:
-    # `icu-unlearn memorize` (method memorize) stops when every sequence's MA reaches this
-    target_ma: float = 0.95
+    target_ma: float = field(
+        default=0.95,
+        metadata={
+            "help": "`icu-unlearn memorize` (method memorize) stops when every sequence's MA reaches this"
+        },
+    )
 
     def __post_init__(self):
         if not 0 < self.target_ma <= 1:
@@ -164,12 +236,28 @@ class MemorizeConfig:
 
 @dataclass
 class LLMUConfig:
-    # The LLMU paper's defaults (Yao et al., 2023: bad, random, normal weights)
-    forget_weight: float = 0.5  # gradient ascent on the forget suffixes
-    mismatch_weight: float = 1.0  # NLL of each forget prefix continued by a pool text
-    kl_weight: float = 1.0  # KL to the original model on normal (analogous) data
-    num_mismatches: int = 5  # LLMU's K random completions per forget sample and step
-    redraw: bool = True  # LLMU draws them anew every step; false: one fixed draw per sample
+    forget_weight: float = field(
+        default=0.5,
+        metadata={
+            "help": "The LLMU paper's defaults (Yao et al., 2023: bad, random, normal weights) gradient ascent on the forget suffixes"
+        },
+    )
+    mismatch_weight: float = field(
+        default=1.0,
+        metadata={"help": "NLL of each forget prefix continued by a pool text"},
+    )
+    kl_weight: float = field(
+        default=1.0,
+        metadata={"help": "KL to the original model on normal (analogous) data"},
+    )
+    num_mismatches: int = field(
+        default=5,
+        metadata={"help": "LLMU's K random completions per forget sample and step"},
+    )
+    redraw: bool = field(
+        default=True,
+        metadata={"help": "LLMU draws them anew every step; false: one fixed draw per sample"},
+    )
 
     def __post_init__(self):
         if self.num_mismatches < 1:
@@ -187,9 +275,17 @@ DEFAULT_REFUSALS = [
 
 @dataclass
 class DPOConfig:
-    beta: float = 0.1  # the DPO paper's default
-    refusals: list[str] = field(default_factory=lambda: list(DEFAULT_REFUSALS))  # preferred side
-    redraw: bool = True  # TOFU draws the refusal anew every step; false: one per sample
+    beta: float = field(
+        default=0.1,
+        metadata={"help": "the DPO paper's default"},
+    )
+    refusals: list[str] = field(
+        default_factory=lambda: list(DEFAULT_REFUSALS), metadata={"help": "preferred side"}
+    )
+    redraw: bool = field(
+        default=True,
+        metadata={"help": "TOFU draws the refusal anew every step; false: one per sample"},
+    )
 
     def __post_init__(self):
         if self.beta <= 0:
@@ -200,7 +296,10 @@ class DPOConfig:
 
 @dataclass
 class NPOConfig:
-    beta: float = 0.1  # the NPO paper's default
+    beta: float = field(
+        default=0.1,
+        metadata={"help": "the NPO paper's default"},
+    )
 
     def __post_init__(self):
         if self.beta <= 0:
@@ -209,13 +308,24 @@ class NPOConfig:
 
 @dataclass
 class ProbeConfig:
-    # Sequences the run must not forget (a forget-set spec): MA and EL every epoch.
-    retain: str | None = None
-    # Held-out sequences (a forget-set spec; whole sequences scored): perplexity every epoch.
-    heldout: str | None = None
-    # Stop as diverged when held-out perplexity exceeds this multiple of the input model's
-    # (ascent can wreck a model in one step); None: watch only.
-    max_perplexity_ratio: float | None = None
+    retain: str | None = field(
+        default=None,
+        metadata={
+            "help": "Sequences the run must not forget (a forget-set spec): MA and EL every epoch."
+        },
+    )
+    heldout: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out sequences (a forget-set spec; whole sequences scored): perplexity every epoch."
+        },
+    )
+    max_perplexity_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop as diverged when held-out perplexity exceeds this multiple of the input model's (ascent can wreck a model in one step); None: watch only."
+        },
+    )
 
     def __post_init__(self):
         if self.max_perplexity_ratio is not None:
@@ -241,15 +351,27 @@ class AuditRunConfig:
     (stop.*, eval.*); the attacker's settings are AuditSettings' and default as there.
     """
 
-    enabled: bool = True  # evidence beyond the greedy numbers the run stopped on
-    holdout: str | None = None  # never-seen sequences like the forget set: membership AUCs
-    # the sampling attack's samples and the beam attack's width; 0 skips them so the
-    # end-of-run audit costs a few forward passes (`icu-unlearn audit` runs them all)
-    num_samples: int = 0
-    num_beams: int = 0
+    enabled: bool = field(
+        default=True,
+        metadata={"help": "evidence beyond the greedy numbers the run stopped on"},
+    )
+    holdout: str | None = field(
+        default=None,
+        metadata={"help": "never-seen sequences like the forget set: membership AUCs"},
+    )
+    num_samples: int = field(
+        default=0,
+        metadata={
+            "help": "the sampling attack's samples and the beam attack's width; 0 skips them so the end-of-run audit costs a few forward passes (`icu-unlearn audit` runs them all)"
+        },
+    )
+    num_beams: int = field(
+        default=0, metadata={"help": "the beam attack's width; 0 skips it, as num_samples"}
+    )
     attacks: list[str] = field(
-        default_factory=list
-    )  # quantize:4, quantize:8, bnb:4, bnb:8, relearn
+        default_factory=list,
+        metadata={"help": "attacks on the result: quantize:4, quantize:8, bnb:4, bnb:8, relearn"},
+    )
     schemes: list[SamplingScheme] = _as_audit("schemes")
     attacker_samples: list[int] = _as_audit("attacker_samples")
     leak_samples: int = _as_audit("leak_samples")
@@ -276,11 +398,26 @@ class AuditRunConfig:
 
 @dataclass
 class LoraConfig:
-    r: int = 0  # adapter rank; 0 trains the full model
-    alpha: int = 16  # scaling alpha / r, peft's default
-    dropout: float = 0.0  # no dropout: resumed and uninterrupted runs stay identical
-    target_modules: list[str] | None = None  # None: peft's default for the architecture
-    save: str = "merged"  # "merged": a plain transformers folder; "adapter": the adapter only
+    r: int = field(
+        default=0,
+        metadata={"help": "adapter rank; 0 trains the full model"},
+    )
+    alpha: int = field(
+        default=16,
+        metadata={"help": "scaling alpha / r, peft's default"},
+    )
+    dropout: float = field(
+        default=0.0,
+        metadata={"help": "no dropout: resumed and uninterrupted runs stay identical"},
+    )
+    target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "None: peft's default for the architecture"},
+    )
+    save: str = field(
+        default="merged",
+        metadata={"help": '"merged": a plain transformers folder; "adapter": the adapter only'},
+    )
 
     def __post_init__(self):
         if self.r < 0:
@@ -291,31 +428,83 @@ class LoraConfig:
 
 @dataclass
 class RunConfig:
-    model: str = ""  # hub id, local folder, or smollm2-135m
-    forget: str = ""  # forget-set spec
-    method: str = "icu"
-    prefix_length: int = 50  # t0: the paper's 50-token prefixes
-    alpha: float = 0.5  # weight of L_lrn (paper §4.4)
-    beta: float = 1.0  # weight of L_kl (paper §4.4)
-    lr: float = 5e-6  # paper §4.4, set for 128 samples at 16 steps an epoch
-    # torch's Adam default; the authors' code used (0.9, 0.98) (the paper presets set it)
-    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    # false: dropout off while training, as both reference codebases unlearn (and runs stay
-    # deterministic, L_kl 0 at the start); true: the model's own dropout
-    dropout: bool = False
-    # true: recompute each decoder layer's activations in backward instead of holding them
-    # (transformers' checkpointing; dropout stays off): about 2 GB less at SmolLM2 batch 8
-    activation_checkpointing: bool = False
-    batch_size: int | str = 8  # effective (global) batch, paper §4.4; "all": one step an epoch
-    grad_accum: int = 1
-    max_epochs: int = 100
-    seed: int = 42
-    data_dir: str | None = None
-    out: str | None = None
-    trust_remote_code: bool = False
-    redact: bool = False  # forgotten texts in samples.jsonl and checkpoints as hashes only
-    # how the run scores (batch sizes, BERTScore's encoder); EL's n and window are stop's
-    eval: ScoringSettings = field(default_factory=ScoringSettings)
+    model: str = field(
+        default="",
+        metadata={"help": "hub id, local folder, or smollm2-135m"},
+    )
+    forget: str = field(
+        default="",
+        metadata={"help": "forget-set spec"},
+    )
+    method: str = field(
+        default="icu", metadata={"help": "the unlearning method (icu-unlearn methods lists them)"}
+    )
+    prefix_length: int = field(
+        default=50,
+        metadata={"help": "t0: the paper's 50-token prefixes"},
+    )
+    alpha: float = field(
+        default=0.5,
+        metadata={"help": "weight of L_lrn (paper §4.4)"},
+    )
+    beta: float = field(
+        default=1.0,
+        metadata={"help": "weight of L_kl (paper §4.4)"},
+    )
+    lr: float = field(
+        default=5e-6,
+        metadata={"help": "paper §4.4, set for 128 samples at 16 steps an epoch"},
+    )
+    adam_betas: list[float] = field(
+        default_factory=lambda: [0.9, 0.999],
+        metadata={
+            "help": "torch's Adam default; the authors' code used (0.9, 0.98) (the paper presets set it)"
+        },
+    )
+    dropout: bool = field(
+        default=False,
+        metadata={
+            "help": "false: dropout off while training, as both reference codebases unlearn (and runs stay deterministic, L_kl 0 at the start); true: the model's own dropout"
+        },
+    )
+    activation_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "true: recompute each decoder layer's activations in backward instead of holding them (transformers' checkpointing; dropout stays off): about 2 GB less at SmolLM2 batch 8"
+        },
+    )
+    batch_size: int | str = field(
+        default=8,
+        metadata={"help": 'effective (global) batch, paper §4.4; "all": one step an epoch'},
+    )
+    grad_accum: int = field(
+        default=1,
+        metadata={
+            "help": "accumulation steps; per-process batch = batch_size / (processes x grad_accum)"
+        },
+    )
+    max_epochs: int = field(
+        default=100, metadata={"help": "epoch budget; a run out of epochs ends incomplete (exit 3)"}
+    )
+    seed: int = field(default=42, metadata={"help": "seeds the batch order and every draw"})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "offline data mirror (default: $ICU_DATA_DIR)"}
+    )
+    out: str | None = field(default=None, metadata={"help": "the run directory (also --out)"})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "run a model repository's own code: off unless you trust it"},
+    )
+    redact: bool = field(
+        default=False,
+        metadata={"help": "forgotten texts in samples.jsonl and checkpoints as hashes only"},
+    )
+    eval: ScoringSettings = field(
+        default_factory=ScoringSettings,
+        metadata={
+            "help": "how the run scores (batch sizes, BERTScore's encoder); EL's n and window are stop's"
+        },
+    )
     analogous: AnalogousConfig = field(default_factory=AnalogousConfig)
     refinement: RefinementConfig = field(default_factory=RefinementConfig)
     stop: StopConfig = field(default_factory=StopConfig)
@@ -352,6 +541,8 @@ class RunConfig:
         for key in ("model", "forget"):
             if not getattr(self, key):
                 raise UsageError(f"the config has no {key!r}; set it in the YAML or --set {key}=…")
+        # here, not at the top: the methods import torch, which `run --help` (the config's
+        # fields) should not wait for
         from .methods import METHODS, PLANTING, runnable
 
         if self.method not in METHODS and self.method != PLANTING.name:
@@ -367,6 +558,9 @@ class RunConfig:
                 f"stop.token_floor bounds the gradient-ascent term, which {self.method} has "
                 f"not; use it with {ascending}"
             )
+
+        if self.method != PLANTING.name:
+            RULES[self.stop.scope].check_config(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -479,3 +673,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
 
 def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def config_help(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, reason) for every config key: what `icu-unlearn run --help` lists."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        nested = _nested_type(cls, f.name)
+        if nested:
+            rows += config_help(nested, f"{prefix}{f.name}.")
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = f.default_factory()
+        if dataclasses.is_dataclass(default):
+            default = dataclasses.asdict(default)
+        elif isinstance(default, list):
+            default = [dataclasses.asdict(d) if dataclasses.is_dataclass(d) else d for d in default]
+        shown = yaml.safe_dump(default, default_flow_style=True, width=10**6).strip()
+        shown = shown.removesuffix("\n...").removesuffix("...").strip()
+        rows.append((prefix + f.name, shown, f.metadata.get("help", "")))
+    return rows

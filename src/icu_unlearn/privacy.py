@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import hashlib
 
-# Row fields that hold forgotten text or text generated from it.
-TEXT_FIELDS = ("prefix", "reference", "generation", "iur_generation", "judge_reply")
+# Row fields that hold forgotten text or text generated from it ("reference": the true
+# suffix's field name in runs written before it was renamed "true_suffix").
+TEXT_FIELDS = (
+    "prefix", "true_suffix", "reference", "generation", "iur_generation", "judge_reply",
+)  # fmt: skip
 
 
 def redact_text(text: str) -> str:

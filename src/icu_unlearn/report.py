@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .io import atomic_write_text
+from .metrics.memorization import el_range
 from .privacy import redact_text
 
 
@@ -36,9 +37,10 @@ class RunRecord:
 
     @property
     def el_label(self) -> str:
-        """The EL column's name: EL10, or EL10 (p>=t0) where a run averaged over p >= t0 only."""
+        """The EL column's name with its range: EL10 (p>=t0), or EL10 (all) for a run that
+        averaged over every prefix length."""
         stop = self.manifest["config"]["stop"]
-        return f"EL{stop['el_n']}" + (" (p>=t0)" if stop.get("el_window") else "")
+        return f"EL{stop['el_n']} ({el_range(stop.get('el_window', False))})"
 
     @property
     def seconds(self) -> float:
@@ -168,7 +170,8 @@ def _generation_rows(run: RunRecord, redact: bool) -> list[dict]:
         before, after = entry["before"], entry["after"]
         texts = {
             "prefix": before.get("prefix", ""),
-            "reference": before.get("reference", ""),
+            # the true suffix ("reference" in runs written before the field was renamed)
+            "true_suffix": before.get("true_suffix", before.get("reference", "")),
             "before": before.get("generation", ""),
             "after": after.get("generation", ""),
         }
@@ -338,10 +341,10 @@ def render_markdown(runs: list[RunRecord], redact: bool = False) -> str:
         parts += _end_state_markdown(run)
     for run in runs:
         parts.append(f"\n## {run.name} ({run.manifest['method']}): before / after generations\n")
-        parts.append("| id | removed at | EL | MA | prefix | reference | before | after |")
+        parts.append("| id | removed at | EL | MA | prefix | true suffix | before | after |")
         parts.append("|---|---|---|---|---|---|---|---|")
         for g in _generation_rows(run, redact):
-            cells = [_md(g[k]) for k in ("prefix", "reference", "before", "after")]
+            cells = [_md(g[k]) for k in ("prefix", "true_suffix", "before", "after")]
             removed = "–" if g["removed_at"] is None else str(g["removed_at"])
             parts.append(
                 f"| {g['id']} | {removed} | {g['el_before']:.3f} → {g['el_after']:.3f} | "
@@ -406,7 +409,7 @@ def render_html(runs: list[RunRecord], redact: bool = False) -> str:
                 f"<td>{g['ma_before']:.3f} → {g['ma_after']:.3f}</td>"
                 + "".join(
                     f"<td><pre>{esc(g[k])}</pre></td>"
-                    for k in ("prefix", "reference", "before", "after")
+                    for k in ("prefix", "true_suffix", "before", "after")
                 )
                 + "</tr>\n"
             )

@@ -21,12 +21,15 @@ import yaml
 from . import checkpoint
 from ._version import __version__
 from .config import RunConfig, dump_config
-from .criteria import PROBE_KEYS, not_done
+from .criteria import PROBE_KEYS
 from .distributed import micro_size
 from .errors import UsageError
 from .evaluate import summarize
 from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from .metrics.memorization import el_range
 from .models import describe_model
+from .rules import Decision, SequenceState
+from .run_state import RunProgress, RunSetup
 
 RUN_FILES = (
     "manifest.json", "epochs.jsonl", "samples.jsonl", "pairs.jsonl", "config.yaml", "audit.json",
@@ -121,10 +124,9 @@ def _record(config: RunConfig, forget: dict, **fields) -> dict:
 
 
 # ---------------------------------------------------------------- a run's state and record
-# `setup` is the run's RunSetup, `run` its RunProgress (run_setup.py).
 
 
-def save_checkpoint(setup, run) -> None:
+def save_checkpoint(setup: RunSetup, run: RunProgress) -> None:
     state = asdict(run) | {
         "thresholds": setup.thresholds,
         "reference_scores": setup.reference_scores,
@@ -133,7 +135,7 @@ def save_checkpoint(setup, run) -> None:
     checkpoint.save(root, run.epoch, setup.model, setup.optimizer, state, setup.procs)
 
 
-def restore(setup, run, path: Path) -> None:
+def restore(setup: RunSetup, run: RunProgress, path: Path) -> None:
     state = checkpoint.load(path, setup.model, setup.optimizer, setup.procs)
     for name in asdict(run):
         setattr(run, name, state[name])
@@ -146,13 +148,13 @@ def restore(setup, run, path: Path) -> None:
     write_logs(setup, run)
 
 
-def write_logs(setup, run) -> None:
+def write_logs(setup: RunSetup, run: RunProgress) -> None:
     if setup.procs.main:
         atomic_write_jsonl(setup.out / "epochs.jsonl", run.epochs)
         atomic_write_jsonl(setup.out / "samples.jsonl", run.samples)
 
 
-def _summary_at(setup, run, epoch: int) -> dict:
+def _summary_at(setup: RunSetup, run: RunProgress, epoch: int) -> dict:
     rows = [r for r in run.samples if r["epoch"] == epoch]
     means = summarize(rows, setup.config.stop.el_n) if rows else {}
     if epoch == 0:
@@ -162,11 +164,11 @@ def _summary_at(setup, run, epoch: int) -> dict:
 
 
 def write_manifest(
-    setup,
-    run,
+    setup: RunSetup,
+    run: RunProgress,
     finished: bool = False,
     status: str | None = None,
-    reference: dict | None = None,
+    original: dict | None = None,
     audit: dict | None = None,
 ) -> dict:
     """The run's record; written by the main process (the others build it and return it)."""
@@ -175,6 +177,8 @@ def write_manifest(
         setup.forget,
         status=status or (run.status if finished else "running"),
         pairs=setup.data.pair_stats,
+        # the prefix lengths every EL of the run (thresholds, before, after) averages over
+        el_range=el_range(setup.config.stop.el_window),
         thresholds=setup.thresholds,
         epochs=run.epoch,
         before=_summary_at(setup, run, 0),
@@ -182,7 +186,7 @@ def write_manifest(
         active_at_end=run.active if finished else None,
         # why the run stopped early and which epoch's model it kept
         diverged=run.epochs[-1] if run.status == "diverged" else None,
-        reference=reference,
+        original=original,  # the frozen original model's weights unchanged
         reference_scores=setup.reference_scores,
         **(_end_state(setup, run) if finished else {}),
         audit=audit,
@@ -194,14 +198,15 @@ def write_manifest(
     return record
 
 
-def _end_state(setup, run) -> dict:
+def _end_state(setup: RunSetup, run: RunProgress) -> dict:
     """Per sequence at the end: which are still extractable (with the reference's levels),
     and how far each suffix's likelihood ended from the never-trained reference's."""
-    if setup.config.method == "memorize":
+    if not setup.rule.scores_el:
         return {}
     rows = [r for r in run.samples if r["epoch"] == run.epoch]
     el_key = f"el_{setup.config.stop.el_n}"
-    end = {"still_extractable": not_done(rows, setup.reference_scores, el_key)}
+    states = [SequenceState.from_row(r, el_key).decided(Decision(r["done"])) for r in rows]
+    end = {"still_extractable": setup.rule.not_done(states)}
     if setup.reference_scores:
         gaps = {
             r["id"]: {
@@ -216,7 +221,7 @@ def _end_state(setup, run) -> dict:
     return end
 
 
-def _processes(setup) -> dict:
+def _processes(setup: RunSetup) -> dict:
     config = setup.config
     return {
         "count": setup.procs.world,

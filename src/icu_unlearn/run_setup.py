@@ -1,66 +1,26 @@
-"""A run's set-up: every input checked and loaded, the model prepared, before the first epoch.
-
-`RunSetup` is what the run is given or builds, fixed from then on; `RunProgress` is
-what changes from epoch to epoch (its fields are the checkpoint's run state).
-"""
+"""A run's set-up: every input checked and loaded, the model prepared, before the first
+epoch; the result is a `RunSetup` and a `RunProgress` (run_state.py)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 
 from . import checkpoint, criteria, distributed, lora, run_dir
 from .config import RunConfig, dump_config
 from .data import training_data
-from .data.forget import ForgetSample, load_forget_set
+from .data.forget import load_forget_set
 from .errors import UsageError
-from .evaluate import EvalSettings, score_samples
+from .evaluate import EvalSettings
+from .forget_scoring import score_forget_set
 from .io import atomic_write_jsonl, atomic_write_text
 from .methods import runnable
 from .models import load_model_and_tokenizer, weights_digest
 from .privacy import redact_row, redact_text
-
-
-@dataclass(frozen=True)
-class RunSetup:
-    """Everything the run is given or builds before its first epoch; fixed from then on."""
-
-    config: RunConfig
-    out: Path
-    model: torch.nn.Module  # prepared by accelerate
-    tokenizer: object
-    reference: torch.nn.Module | None  # the frozen original model, when the method uses one
-    forget: dict[str, ForgetSample]
-    data: training_data.TrainingData
-    optimizer: torch.optim.Optimizer
-    accelerator: Accelerator
-    procs: distributed.Processes
-    thresholds: dict
-    probes: dict[str, list[ForgetSample]]  # "retain" / "heldout" sequences watched each epoch
-    scoring: EvalSettings  # one for every score the run takes
-    # stop.reference's EL, MA and suffix NLL per sequence (None without one)
-    reference_scores: dict | None
-    parameters: dict  # total and trainable (LoRA: adapters)
-    reference_sha256: str | None  # the frozen model's weights when the run began
-
-    @property
-    def unwrapped(self):
-        return self.accelerator.unwrap_model(self.model)
-
-
-@dataclass
-class RunProgress:
-    """What changes from epoch to epoch; `asdict` of it is the checkpoint's run state."""
-
-    epoch: int = 0
-    active: list[str] = field(default_factory=list)
-    status: str | None = None
-    epochs: list[dict] = field(default_factory=list)
-    samples: list[dict] = field(default_factory=list)
-    probe_before: dict = field(default_factory=dict)
+from .rules import StoppingRule, rule_for
+from .run_state import RunProgress, RunSetup
 
 
 def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
@@ -93,14 +53,14 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
     else:
         limits = criteria.thresholds(config, model, tokenizer, forget, scoring, procs)
         reference_scores = criteria.reference_rows(config, tokenizer, forget, scoring, procs)
+    rule = rule_for(config, limits, reference_scores)
     probes = criteria.load_probes(config, tokenizer, forget, vocab)
     _check_audit(config, tokenizer, forget, vocab)
     # Before the pool is embedded (minutes, with a progress bar): a forget set that cannot
     # be scored, or is already forgotten, fails fast on one line.
     initial = None
     if latest is None:
-        initial = _initial_rows(config, model, tokenizer, forget, scoring, procs, limits,
-                                reference_scores)  # fmt: skip
+        initial = _initial_rows(rule, model, tokenizer, forget, scoring, procs)
     method = runnable(config.method)
     with accelerator.main_process_first():  # the pool's embeddings are cached once
         data = training_data.build(
@@ -108,17 +68,30 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
         )
     # Every input is checked by now: only from here on does the run write anything.
     _start_directory(out, config, data, procs, fresh=overwrite and not resume)
-    model, reference, optimizer = _prepare_training(config, model, accelerator, procs)
+    model, original, optimizer = _prepare_training(config, model, accelerator, procs)
     setup = RunSetup(
-        config, out, model, tokenizer, reference, {s.id: s for s in forget}, data, optimizer,
-        accelerator, procs, limits, probes, scoring, reference_scores,
+        config=config,
+        out=out,
+        model=model,
+        tokenizer=tokenizer,
+        original=original,
+        forget={s.id: s for s in forget},
+        data=data,
+        optimizer=optimizer,
+        accelerator=accelerator,
+        procs=procs,
+        thresholds=limits,
+        rule=rule,
+        probes=probes,
+        scoring=scoring,
+        reference_scores=reference_scores,
         parameters=_parameter_counts(accelerator.unwrap_model(model)),
         # sharded: no process holds it whole
-        reference_sha256=None if reference is None or procs.lockstep else weights_digest(reference),
-    )  # fmt: skip
+        original_sha256=None if original is None or procs.lockstep else weights_digest(original),
+    )
     run = RunProgress(active=[s.id for s in forget])
-    if initial is not None and config.stop.scope == "each" and config.method != "memorize":
-        run.active = [r["id"] for r in initial if r["done"] is None]
+    if initial is not None:
+        run.active = rule.initial_active(initial[1])
     if latest is not None:
         run_dir.restore(setup, run, latest)
     else:
@@ -148,16 +121,12 @@ def _check_audit(config: RunConfig, tokenizer, forget, vocab) -> None:
         criteria.refuse_overlap(holdout, forget, "audit.holdout shares samples with the forget set")
 
 
-def _initial_rows(config, model, tokenizer, forget, scoring, procs, limits, reference_scores):
-    """The forget set before unlearning; a set the model has already forgotten is refused."""
-    if config.method == "memorize":  # planting stops on MA: nothing else to score
-        return score_samples(
-            model, tokenizer, forget, scoring, procs=procs, similarity=False, el=False
-        )
-    rows = score_samples(model, tokenizer, forget, scoring, procs=procs, suffix_nll=True)
-    criteria.mark_done(config, rows, limits, reference_scores)
-    criteria.refuse_already_forgotten(config, rows, limits)
-    return rows
+def _initial_rows(rule: StoppingRule, model, tokenizer, forget, scoring, procs):
+    """The forget set before unlearning, scored whole and decided (rows and states); a set
+    the model has already forgotten is refused."""
+    rows, states = score_forget_set(rule, model, tokenizer, forget, scoring, procs)
+    rule.refuse_already_forgotten(states)
+    return rows, states
 
 
 def _start_directory(out: Path, config: RunConfig, data, procs, fresh: bool) -> None:
@@ -174,16 +143,16 @@ def _start_directory(out: Path, config: RunConfig, data, procs, fresh: bool) -> 
 
 
 def _prepare_training(config: RunConfig, model, accelerator, procs):
-    """The trained model (LoRA adapters when asked), the frozen reference and the optimizer."""
-    reference = None
-    needs_ref = runnable(config.method).uses_reference(config)
+    """The trained model (LoRA adapters when asked), the frozen original and the optimizer."""
+    original = None
+    needs_original = runnable(config.method).uses_original(config)
     if config.lora.r > 0:
         model = lora.add_adapters(model, config.lora)
-        if needs_ref:  # the base model is the adapted one with adapters off: no second copy
-            reference = lora.AdaptersOff(model)
-    elif needs_ref:  # the frozen original model, computing P_theta0 on the fly
-        reference = distributed.prepare_reference(accelerator, model)
-    if config.activation_checkpointing:  # after the reference copy: it runs without grad
+        if needs_original:  # the base model is the adapted one with adapters off: no copy
+            original = lora.AdaptersOff(model)
+    elif needs_original:  # the frozen original model, computing P_theta0 on the fly
+        original = distributed.prepare_original(accelerator, model)
+    if config.activation_checkpointing:  # after the original's copy: it runs without grad
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise UsageError(
                 f"{type(model).__name__} does not support activation checkpointing; "
@@ -197,7 +166,7 @@ def _prepare_training(config: RunConfig, model, accelerator, procs):
         trainable, lr=config.lr, betas=tuple(config.adam_betas), foreach=False
     )
     model, optimizer = accelerator.prepare(model, optimizer)
-    return model, reference, optimizer
+    return model, original, optimizer
 
 
 def _parameter_counts(model) -> dict:
@@ -208,11 +177,12 @@ def _parameter_counts(model) -> dict:
     }
 
 
-def _log_epoch_zero(setup: RunSetup, run: RunProgress, rows: list[dict]) -> None:
+def _log_epoch_zero(setup: RunSetup, run: RunProgress, initial) -> None:
+    rows, _ = initial
     for r in rows:  # the texts once, at epoch 0: the report's before/after table needs them
         sample = setup.forget[r["id"]]
         r |= {"epoch": 0, "active": True, "removed": False}
-        r |= {"prefix": sample.prefix, "reference": sample.suffix}
+        r |= {"prefix": sample.prefix, "true_suffix": sample.suffix}
     run.samples = [redact_row(r) for r in rows] if setup.config.redact else rows
     run.probe_before = criteria.measure_probes(
         setup.unwrapped, setup.tokenizer, setup.probes, setup.scoring, setup.procs

@@ -22,14 +22,16 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from . import checkpoint, criteria, distributed, faults, lora, refinement, run_dir
 from .config import RunConfig
 from .data.forget import ForgetSample
-from .evaluate import score_samples, summarize
+from .evaluate import summarize
+from .forget_scoring import score_forget_set
 from .generation import right_pad
 from .io import publish_model
 from .methods import runnable
 from .methods.base import Batch
 from .models import weights_digest
 from .privacy import redact_row
-from .run_setup import RunProgress, RunSetup, set_up
+from .run_setup import set_up
+from .run_state import RunProgress, RunSetup
 
 
 class Diverged(Exception):
@@ -83,7 +85,7 @@ def _run_epochs(setup: RunSetup, run: RunProgress, progress: bool) -> None:
             _recover_from_divergence(setup, run, str(err))
             break
         train_seconds = time.perf_counter() - started
-        rows, active, check = _check_epoch(setup, run.active, epoch)
+        rows, states, active, check = _check_epoch(setup, run.active, epoch)
         exploded = criteria.perplexity_exploded(config, run.probe_before, check, epoch)
         if exploded:
             _recover_from_divergence(setup, run, exploded)
@@ -100,7 +102,7 @@ def _run_epochs(setup: RunSetup, run: RunProgress, progress: bool) -> None:
             "seconds": round(time.perf_counter() - started, 3),
         }
         run.epochs.append(row)
-        run.status = criteria.stop_reason(config, rows, setup.thresholds, run.active, epoch)
+        run.status = setup.rule.stop_reason(states, run.active, epoch)
         run_dir.write_logs(setup, run)
         run_dir.save_checkpoint(setup, run)
         bar.update(1)
@@ -142,7 +144,7 @@ def _train_epoch(setup: RunSetup, active: list[str], epoch: int) -> dict:
             weight = len(ids) / len(batch) * procs.world
             # a process whose share ran out joins the step with a zero-weight sample
             batches = _micro_batches(setup, ids or batch[:1], epoch, steps)
-            loss, terms = method.loss(setup.model, setup.reference, batches, config)
+            loss, terms = method.loss(setup.model, setup.original, batches, config)
             value = loss.item()
             (bad,) = procs.sum([0.0 if math.isfinite(value) else 1.0])
             if bad:  # on any process: every process stops here
@@ -200,12 +202,12 @@ def _collate(setup: RunSetup, samples: list[ForgetSample], floors: bool = False)
 def _check_epoch(setup: RunSetup, active: list[str], epoch: int):
     """Score the whole forget set, decide per sequence, then the IUR check.
 
-    Returns the epoch's per-sample rows, the samples that train next, and the epoch
-    log's metrics.
+    Returns the epoch's per-sample rows, their decided states, the samples that train
+    next, and the epoch log's metrics.
     """
-    config, procs = setup.config, setup.procs
+    config, procs, rule = setup.config, setup.procs, setup.rule
     timings: dict = {}
-    rows = _score_forget_set(setup, timings, everything=epoch >= config.max_epochs)
+    rows, states = _score_forget_set(setup, timings, everything=epoch >= config.max_epochs)
     faults.point("iur_check", epoch)
     started = time.perf_counter()
     removed: set[str] = set()
@@ -214,29 +216,24 @@ def _check_epoch(setup: RunSetup, active: list[str], epoch: int):
         removed = procs.decide(
             refinement.forgotten_now(
                 setup.unwrapped, setup.tokenizer, setup.forget, rows,
-                criteria.to_check(config, rows, active), config.refinement, setup.scoring, procs,
+                rule.to_check(states, active), config.refinement, setup.scoring, procs,
             )
         )  # fmt: skip
     # The IUR check: BERTScore + BLEU of the generations (greedy ones come with EL for free)
     check_seconds = time.perf_counter() - started + timings.get("similarity_seconds", 0.0)
-    following = criteria.next_active(config, rows, removed, active)
+    following = rule.next_active(states, removed, active)
     for r in rows:
         r |= {"epoch": epoch, "active": r["id"] in active, "removed": r["id"] in removed}
     means = summarize(rows, config.stop.el_n)
-    el_key = f"el_{config.stop.el_n}"
     scored = {"el": f"el_{config.stop.el_n}", "ma": "ma", "bertscore_f1": "bertscore_f1"}
     check = {
         "active_before": len(active),
         "active": len(following),
         "removed": len(removed),
         "readmitted": len(set(following) - set(active)),
-        **({"done": sum(1 for r in rows if r["done"])} if "done" in rows[0] else {}),
+        **({"done": sum(1 for s in states if s.done)} if rule.scores_el else {}),
         # EL where it could decide something (log.el_every_epoch: every sequence)
-        **(
-            {"el_scored": sum(1 for r in rows if r[el_key] is not None)}
-            if el_key in rows[0]
-            else {}
-        ),
+        **({"el_scored": sum(1 for s in states if s.el_measured)} if rule.scores_el else {}),
         **{name: means[key] for name, key in (scored | {"bleu": "bleu"}).items() if key in means},
     }
     started = time.perf_counter()
@@ -254,26 +251,14 @@ def _check_epoch(setup: RunSetup, active: list[str], epoch: int):
         "check_seconds": round(check_seconds, 3),
         "probe_seconds": round(time.perf_counter() - started, 3),
     }
-    return rows, following, check
+    return rows, states, following, check
 
 
-def _score_forget_set(
-    setup: RunSetup, timings: dict | None = None, everything: bool = False
-) -> list[dict]:
-    """Every forget sequence's MA, suffix NLL and generation; its EL where a decision needs it."""
-    config, model, forget = setup.config, setup.unwrapped, list(setup.forget.values())
-    if config.method == "memorize":  # planting stops on MA: nothing else to score
-        return score_samples(
-            model, setup.tokenizer, forget, setup.scoring, procs=setup.procs, similarity=False,
-            el=False,
-        )  # fmt: skip
-    el_for = criteria.el_needed(config, setup.thresholds, setup.reference_scores, everything)
-    rows = score_samples(
-        model, setup.tokenizer, forget, setup.scoring, timings=timings, procs=setup.procs,
-        el_for=el_for, suffix_nll=True,
+def _score_forget_set(setup: RunSetup, timings: dict | None = None, everything: bool = False):
+    return score_forget_set(
+        setup.rule, setup.unwrapped, setup.tokenizer, list(setup.forget.values()),
+        setup.scoring, setup.procs, timings, everything,
     )  # fmt: skip
-    criteria.mark_done(config, rows, setup.thresholds, setup.reference_scores)
-    return rows
 
 
 def _score_the_end(setup: RunSetup, run: RunProgress) -> None:
@@ -283,7 +268,7 @@ def _score_the_end(setup: RunSetup, run: RunProgress) -> None:
     last = [r for r in run.samples if r["epoch"] == run.epoch]
     if not any(el_key in r and r[el_key] is None for r in last):
         return
-    full = _score_forget_set(setup, everything=True)
+    full, _ = _score_forget_set(setup, everything=True)
     by_id = {r["id"]: r for r in full}
     for r in last:
         r[el_key], r["done"] = by_id[r["id"]][el_key], by_id[r["id"]]["done"]
@@ -307,21 +292,21 @@ def _recover_from_divergence(setup: RunSetup, run: RunProgress, reason: str) -> 
         )
 
 
-def _reference_check(setup: RunSetup) -> dict | None:
-    """Proof that the frozen reference model stayed what it was when the run began."""
-    if setup.reference is None:
+def _original_check(setup: RunSetup) -> dict | None:
+    """Proof that the frozen original model stayed what it was when the run began."""
+    if setup.original is None:
         return None
     if setup.procs.lockstep:
         return {"sha256": None, "unchanged": None, "kind": "sharded frozen copy (not digested)"}
-    now = weights_digest(setup.reference)
+    now = weights_digest(setup.original)
     kind = "adapters disabled" if setup.config.lora.r > 0 else "frozen copy"
-    return {"sha256": now, "unchanged": now == setup.reference_sha256, "kind": kind}
+    return {"sha256": now, "unchanged": now == setup.original_sha256, "kind": kind}
 
 
 def _audit(setup: RunSetup) -> dict:
     """The audit of the published model (audit.json), summarised for the manifest."""
     config = setup.config
-    if not config.audit.enabled or config.method == "memorize":
+    if not config.audit.enabled or not setup.rule.audits:
         return {
             "skipped": "audit.enabled is false" if config.audit.enabled is False else "planting"
         }
@@ -361,19 +346,19 @@ def _audit(setup: RunSetup) -> dict:
 
 def _release_training_state(setup: RunSetup) -> None:
     """Past the last epoch and its checkpoint, the optimizer's moments (twice the weights
-    under Adam) and the frozen copy of the model serve nothing: freed before the audit
-    loads its models. Sharded runs keep theirs (their engines own them); LoRA's reference
+    under Adam) and the frozen original model serve nothing: freed before the audit
+    loads its models. Sharded runs keep theirs (their engines own them); LoRA's original
     is the trained model itself."""
     if setup.procs.lockstep:
         return
     setup.optimizer.state.clear()
-    if setup.reference is not None and setup.config.lora.r == 0:
-        setup.reference.to("meta")
+    if setup.original is not None and setup.config.lora.r == 0:
+        setup.original.to("meta")
 
 
 def _finish(setup: RunSetup, run: RunProgress) -> UnlearnResult:
     _score_the_end(setup, run)
-    reference = _reference_check(setup)  # before a LoRA merge changes the base
+    original = _original_check(setup)  # before a LoRA merge changes the base
     # sharded weights are gathered whole (a collective); replicated ones are whole already
     weights = setup.accelerator.get_state_dict(setup.model) if setup.procs.lockstep else None
     if setup.procs.main:
@@ -388,6 +373,6 @@ def _finish(setup: RunSetup, run: RunProgress) -> UnlearnResult:
         publish_model(setup.out / "model", save)
     _release_training_state(setup)
     audited = _audit(setup) if setup.procs.main else None
-    record = run_dir.write_manifest(setup, run, finished=True, reference=reference, audit=audited)
+    record = run_dir.write_manifest(setup, run, finished=True, original=original, audit=audited)
     setup.procs.wait()
     return UnlearnResult(setup.out, run.status, record, run.epochs, run.samples)

@@ -42,8 +42,8 @@ def test_lora_icu_trains_adapters_with_no_reference_copy(scenario, tmp_path, mon
     manifest = result.manifest
     params = manifest["parameters"]
     assert 0 < params["trainable"] < 0.05 * params["total"]
-    assert manifest["reference"]["kind"] == "adapters disabled"
-    assert manifest["reference"]["unchanged"]
+    assert manifest["original"]["kind"] == "adapters disabled"
+    assert manifest["original"]["unchanged"]
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in result.epochs)
     # merged: a plain folder, no adapter weights, and not the input model
     merged = AutoModelForCausalLM.from_pretrained(result.model_dir)

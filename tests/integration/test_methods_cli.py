@@ -71,12 +71,12 @@ def test_every_method_runs_end_to_end(base_scenario, tmp_path, method):
     after = load_file(out / "model" / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
     # the frozen reference model is still exactly the input model at the end
-    if METHODS[method].uses_reference(load_config(None, [])):
+    if METHODS[method].uses_original(load_config(None, [])):
         base = AutoModelForCausalLM.from_pretrained(base_scenario["base"])
-        assert manifest["reference"]["sha256"] == weights_digest(base)
-        assert manifest["reference"]["unchanged"] and manifest["reference"]["kind"] == "frozen copy"
+        assert manifest["original"]["sha256"] == weights_digest(base)
+        assert manifest["original"]["unchanged"] and manifest["original"]["kind"] == "frozen copy"
     else:
-        assert manifest["reference"] is None
+        assert manifest["original"] is None
 
 
 def test_kumpr_published_setting_makes_one_step_an_epoch(base_scenario, tmp_path):

@@ -62,7 +62,7 @@ def test_report_has_the_comparison_curves_and_generations(runs, tmp_path):
     assert "retained MA" in markdown and "held-out PPL" in markdown
     # without --redact the before/after table shows the texts themselves
     first = json.loads((runs[0] / "samples.jsonl").read_text().splitlines()[0])
-    assert html.escape(first["reference"]) in page
+    assert html.escape(first["true_suffix"]) in page
 
 
 def test_redacted_report_contains_no_forgotten_text(runs, tmp_path):

@@ -15,6 +15,7 @@ from icu_unlearn.evaluate import EvalSettings, score_samples
 from icu_unlearn.generation import generate_continuations
 from icu_unlearn.metrics.similarity import bertscore_f1, sentence_bleu
 from icu_unlearn.refinement import forgotten_now
+from icu_unlearn.rules import SequenceState, rule_for
 from tests.conftest import tiny_llama
 
 LIMITS = {"el_max": 0.0499, "ma_max": 0.5994}
@@ -22,6 +23,19 @@ LIMITS = {"el_max": 0.0499, "ma_max": 0.5994}
 
 def _config(**keys):
     return load_config(None, ["model=m", "forget=f", *(f"{k}={v}" for k, v in keys.items())])
+
+
+def _states(rows):
+    return [SequenceState.from_row(r, "el_10") for r in rows]
+
+
+def _decide(config, rows, reference):
+    """The rule's decisions on `rows`, recorded in them as the loop records them."""
+    rule = rule_for(config, LIMITS, reference)
+    states = rule.decide(_states(rows))
+    for r, s in zip(rows, states, strict=True):
+        r |= s.decision.fields()
+    return rule, states
 
 
 def _rows(values):
@@ -45,12 +59,12 @@ def test_mean_rule_stops_while_one_sequence_is_extractable_and_each_keeps_traini
     for scope, expected in (("mean", "criteria_met"), ("each", None)):
         config = _config(**{"stop.scope": scope})
         rows = _rows(ONE_LEFT)
-        criteria.mark_done(config, rows, LIMITS, None)
+        rule, states = _decide(config, rows, None)
         assert [r["done"] for r in rows] == ["criteria", "criteria", "criteria", None]
-        assert criteria.stop_reason(config, rows, LIMITS, ["a", "b", "c", "d"], 1) == expected
+        assert rule.stop_reason(states, ["a", "b", "c", "d"], 1) == expected
     # under each, the extractable one trains on; the done ones leave training
-    assert criteria.next_active(config, rows, set(), ["a", "b", "c", "d"]) == ["d"]
-    left = criteria.not_done(rows, None, "el_10")
+    assert rule.next_active(states, set(), ["a", "b", "c", "d"]) == ["d"]
+    left = rule.not_done(states)
     assert left == [{"id": "d", "el": 0.16, "ma": 0.95, "suffix_nll": 0.2}]
 
 
@@ -58,9 +72,9 @@ def test_each_ends_incomplete_at_max_epochs_and_mean_too():
     for scope in ("each", "mean"):
         config = _config(**{"stop.scope": scope, "max_epochs": 3})
         rows = _rows({"a": (0.5, 0.9, 1.0), "b": (0.0, 0.1, 5.0)})
-        criteria.mark_done(config, rows, LIMITS, None)
-        assert criteria.stop_reason(config, rows, LIMITS, ["a"], 2) is None
-        assert criteria.stop_reason(config, rows, LIMITS, ["a"], 3) == "incomplete"
+        rule, states = _decide(config, rows, None)
+        assert rule.stop_reason(states, ["a"], 2) is None
+        assert rule.stop_reason(states, ["a"], 3) == "incomplete"
 
 
 def test_a_sequence_the_reference_reproduces_is_done_by_the_reference_rule():
@@ -72,12 +86,12 @@ def test_a_sequence_the_reference_reproduces_is_done_by_the_reference_rule():
         "b": {"el_10": 0.0, "ma": 0.2, "suffix_nll": 4.0},
     }
     rows = _rows({"a": (0.50, 0.90, 0.35), "b": (0.3, 0.8, 1.0)})
-    criteria.mark_done(config, rows, LIMITS, reference)
+    rule, states = _decide(config, rows, reference)
     assert [r["done"] for r in rows] == ["reference", None]
-    assert criteria.stop_reason(config, rows, LIMITS, ["b"], 1) is None
+    assert rule.stop_reason(states, ["b"], 1) is None
     rows[1] |= {"el_10": 0.01, "ma": 0.5}
-    criteria.mark_done(config, rows, LIMITS, reference)
-    assert criteria.stop_reason(config, rows, LIMITS, [], 2) == "criteria_met"
+    rule, states = _decide(config, rows, reference)
+    assert rule.stop_reason(states, [], 2) == "criteria_met"
 
 
 def test_the_reference_likelihood_is_a_floor_and_training_never_runs_dry():
@@ -86,27 +100,27 @@ def test_the_reference_likelihood_is_a_floor_and_training_never_runs_dry():
     config = _config(**{"stop.reference_nll_margin": 0.5})
     reference = {i: {"el_10": 0.0, "ma": 0.1, "suffix_nll": 4.0} for i in "abc"}
     rows = _rows({"a": (0.4, 0.9, 1.0), "b": (0.2, 0.7, 3.8), "c": (0.0, 0.1, 4.2)})
-    criteria.mark_done(config, rows, LIMITS, reference)
+    rule, states = _decide(config, rows, reference)
     assert [r["at_reference_nll"] for r in rows] == [False, True, True]
-    assert criteria.next_active(config, rows, set(), ["a", "b"]) == ["a"]
+    assert rule.next_active(states, set(), ["a", "b"]) == ["a"]
     # IUR calls "a" forgotten too: nothing would train while a and b are not done
-    assert criteria.next_active(config, rows, {"a"}, ["a", "b"]) == ["a", "b"]
+    assert rule.next_active(states, {"a"}, ["a", "b"]) == ["a", "b"]
     # a sequence done earlier that regresses comes back
     rows[2] |= {"el_10": 0.3, "ma": 0.8, "suffix_nll": 2.0}
-    criteria.mark_done(config, rows, LIMITS, reference)
-    assert criteria.next_active(config, rows, set(), ["a"]) == ["a", "c"]
+    rule, states = _decide(config, rows, reference)
+    assert rule.next_active(states, set(), ["a"]) == ["a", "c"]
 
 
 def test_iur_readmission_under_mean():
     config = _config(**{"stop.scope": "mean"})
     rows = _rows({"a": (0.4, 0.9, 1.0), "b": (0.2, 0.7, 3.8)})
-    criteria.mark_done(config, rows, LIMITS, None)
+    rule, states = _decide(config, rows, None)
     # removed for good (the paper): b stays out although IUR no longer calls it forgotten
-    assert criteria.to_check(config, rows, ["a"]) == ["a"]
-    assert criteria.next_active(config, rows, set(), ["a"]) == ["a"]
+    assert rule.to_check(states, ["a"]) == ["a"]
+    assert rule.next_active(states, set(), ["a"]) == ["a"]
     readmit = _config(**{"stop.scope": "mean", "refinement.readmit": "true"})
-    assert criteria.to_check(readmit, rows, ["a"]) == ["a", "b"]
-    assert criteria.next_active(readmit, rows, {"a"}, ["a"]) == ["b"]
+    assert _decide(readmit, rows, None)[0].to_check(states, ["a"]) == ["a", "b"]
+    assert _decide(readmit, rows, None)[0].next_active(states, {"a"}, ["a"]) == ["b"]
 
 
 def _prefix_memory_only(model, vocab: int, t0: int, suffix: int, seed: int) -> list[int]:
@@ -200,7 +214,7 @@ def test_el_is_scored_only_where_it_can_change_a_decision():
                 i: {"el_10": rng.random(), "ma": rng.random(), "suffix_nll": 1.0} for i in ids
             }
         rows = _rows({i: (None, rng.choice([rng.random(), 0.5994, 0.2]), 2.0) for i in ids})
-        needed = criteria.el_needed(config, LIMITS, reference, everything=False)(rows)
+        needed = rule_for(config, LIMITS, reference).el_needed(_states(rows), False)
         outcomes = set()
         for el in (0.0, 1.0):
             for r in rows:
@@ -208,30 +222,35 @@ def test_el_is_scored_only_where_it_can_change_a_decision():
                     r["el_10"] = el
                 elif r["el_10"] is None:
                     r["el_10"] = rng.random()
-            criteria.mark_done(config, rows, LIMITS, reference)
+            rule, states = _decide(config, rows, reference)
             # under mean a row's own `done` is a record, not a decision: the stop is
             decision = [r["done"] for r in rows if r["id"] not in needed and scope == "each"]
-            outcomes.add((tuple(decision), criteria.stop_reason(config, rows, LIMITS, ids, 1)))
+            outcomes.add((tuple(decision), rule.stop_reason(states, ids, 1)))
             # EL None (unscored) decides as an EL that fails both rules
             for r in rows:
                 if r["id"] not in needed:
                     r["el_10"] = None
-            criteria.mark_done(config, rows, LIMITS, reference)
+            rule, states = _decide(config, rows, reference)
             assert all(r["done"] is None for r in rows if r["id"] not in needed)
         assert len(outcomes) == 1, (scope, rows, reference, needed)
     # and it does skip: MA at or above ma_max under each, a mean MA above it under mean
     rows = _rows({"a": (None, 0.9, 1.0), "b": (None, 0.3, 1.0)})
-    assert criteria.el_needed(_config(), LIMITS, None, False)(rows) == {"b"}
-    assert criteria.el_needed(_config(**{"stop.scope": "mean"}), LIMITS, None, False)(rows) == set()
+    assert rule_for(_config(), LIMITS, None).el_needed(_states(rows), False) == {"b"}
+    assert (
+        rule_for(_config(**{"stop.scope": "mean"}), LIMITS, None).el_needed(_states(rows), False)
+        == set()
+    )
     rows[0]["ma"] = 0.8
-    assert criteria.el_needed(_config(**{"stop.scope": "mean"}), LIMITS, None, False)(rows) == {
+    assert rule_for(_config(**{"stop.scope": "mean"}), LIMITS, None).el_needed(
+        _states(rows), False
+    ) == {
         "a",
         "b",
     }
     # within reach of the reference rule: scored
     reference = {"a": {"ma": 0.85}, "b": {"ma": 0.1}}
-    assert criteria.el_needed(_config(), LIMITS, reference, False)(rows) == {"a", "b"}
+    assert rule_for(_config(), LIMITS, reference).el_needed(_states(rows), False) == {"a", "b"}
     # epoch 0, the last epoch, and log.el_every_epoch: everything
-    assert criteria.el_needed(_config(), LIMITS, None, True)(rows) == {"a", "b"}
+    assert rule_for(_config(), LIMITS, None).el_needed(_states(rows), True) == {"a", "b"}
     every = _config(**{"log.el_every_epoch": "true"})
-    assert criteria.el_needed(every, LIMITS, None, False)(rows) == {"a", "b"}
+    assert rule_for(every, LIMITS, None).el_needed(_states(rows), False) == {"a", "b"}

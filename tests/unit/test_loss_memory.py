@@ -19,7 +19,7 @@ from icu_unlearn.methods.base import (
     REFUSAL,
     Batch,
     logits,
-    reference_suffix_logits,
+    original_suffix_logits,
     suffix_logits,
 )
 from tests import loss_reference as ref
@@ -116,7 +116,7 @@ def test_each_loss_function_equals_the_reference(models, kind):
             old_fn(ref.logits(model, batch), *args),
         )
     new = losses.kl_loss(
-        suffix_logits(model, batch), reference_suffix_logits(reference, batch), *args[1:]
+        suffix_logits(model, batch), original_suffix_logits(reference, batch), *args[1:]
     )
     old = ref.kl_loss(ref.logits(model, batch), ref.reference_logits(reference, batch), *args[1:])
     assert old.item() > 0  # two different models: a KL to get right
@@ -135,7 +135,7 @@ def test_full_logits_give_the_same_losses_as_suffix_logits(models):
     ref_whole = ref.reference_logits(reference, batch)
     torch.testing.assert_close(
         losses.kl_loss(whole, ref_whole, *args[1:]),
-        losses.kl_loss(suffix, reference_suffix_logits(reference, batch), *args[1:]),
+        losses.kl_loss(suffix, original_suffix_logits(reference, batch), *args[1:]),
     )
 
 
@@ -188,7 +188,7 @@ def test_suffix_logits_pass_through_peft_and_adapters_off():
     kept = suffix_logits(adapted, batch)
     assert kept.shape == (3, 10, VOCAB)
     torch.testing.assert_close(kept, logits(adapted, batch)[:, -10:])
-    off = reference_suffix_logits(lora.AdaptersOff(adapted), batch)
+    off = original_suffix_logits(lora.AdaptersOff(adapted), batch)
     assert off.shape == kept.shape and not off.requires_grad
 
 

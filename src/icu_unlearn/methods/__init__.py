@@ -1,7 +1,7 @@
 """The method registry: one small module per unlearning method, listed in a plain dict.
 
 A method says which data it needs (analogous pairs, mismatched completions,
-refusals, a frozen reference model) and computes its loss on one batch; the one
+refusals, the frozen original model) and computes its loss on one batch; the one
 training loop in `train.py` does the rest.
 """
 

@@ -36,8 +36,8 @@ class Method:
     name: str
     summary: str
     needs: Callable  # (config) -> set of PAIRS / MISMATCH / REFUSAL
-    uses_reference: Callable  # (config) -> bool: needs the frozen original model
-    # (model, reference, batches: {"forget": Batch, kind: Batch}, config) -> (loss, {term: value})
+    uses_original: Callable  # (config) -> bool: needs the frozen original model (theta0)
+    # (model, original, batches: {"forget": Batch, kind: Batch}, config) -> (loss, {term: value})
     loss: Callable
     refines: bool = False  # runs IUR (paper §3.5) after each epoch when refinement.enabled
     ascends: bool = False  # its loss has the ascent term L_fgt, which stop.token_floor bounds
@@ -76,7 +76,7 @@ def ascent_term(logits: torch.Tensor, batch: Batch, prefix_lengths=None) -> torc
     return forget_loss(logits, batch.input_ids, batch.attention_mask, t0, floor=batch.floor)
 
 
-def reference_suffix_logits(reference, batch: Batch) -> torch.Tensor:
+def original_suffix_logits(original, batch: Batch) -> torch.Tensor:
     """`suffix_logits` of the frozen original model, without a graph."""
     with torch.no_grad():
-        return suffix_logits(reference, batch)
+        return suffix_logits(original, batch)

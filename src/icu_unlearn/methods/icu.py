@@ -8,10 +8,10 @@ refinement.enabled = false the one without IUR.
 from __future__ import annotations
 
 from ..losses import icu_loss, kl_loss, nll_loss
-from .base import PAIRS, Method, ascent_term, reference_suffix_logits, suffix_logits
+from .base import PAIRS, Method, ascent_term, original_suffix_logits, suffix_logits
 
 
-def _loss(model, reference, batches, config):
+def _loss(model, original, batches, config):
     forget = batches["forget"]
     l_fgt = ascent_term(suffix_logits(model, forget), forget)
     zero = l_fgt.new_zeros(())
@@ -26,7 +26,7 @@ def _loss(model, reference, batches, config):
         if config.beta > 0:
             l_kl = kl_loss(
                 learn_logits,
-                reference_suffix_logits(reference, learn),
+                original_suffix_logits(original, learn),
                 learn.attention_mask,
                 learn.prefix_lengths,
             )
@@ -38,7 +38,7 @@ METHOD = Method(
     name="icu",
     summary="Iterative Contrastive Unlearning: ascent + analogous NLL + KL, with IUR (the paper)",
     needs=lambda c: {PAIRS} if c.alpha > 0 or c.beta > 0 else set(),
-    uses_reference=lambda c: c.beta > 0,
+    uses_original=lambda c: c.beta > 0,
     loss=_loss,
     refines=True,
     ascends=True,

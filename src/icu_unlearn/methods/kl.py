@@ -7,15 +7,15 @@ by ICU's L_lrn term and IUR: the comparison isolates what those add.
 from __future__ import annotations
 
 from ..losses import kl_loss
-from .base import PAIRS, Method, ascent_term, reference_suffix_logits, suffix_logits
+from .base import PAIRS, Method, ascent_term, original_suffix_logits, suffix_logits
 
 
-def _loss(model, reference, batches, config):
+def _loss(model, original, batches, config):
     forget, retain = batches["forget"], batches[PAIRS]
     l_fgt = ascent_term(suffix_logits(model, forget), forget)
     l_kl = kl_loss(
         suffix_logits(model, retain),
-        reference_suffix_logits(reference, retain),
+        original_suffix_logits(original, retain),
         retain.attention_mask,
         retain.prefix_lengths,
     )
@@ -26,7 +26,7 @@ METHOD = Method(
     name="kl",
     summary="gradient ascent + beta x KL to the original model on retain (analogous) data",
     needs=lambda c: {PAIRS},
-    uses_reference=lambda c: True,
+    uses_original=lambda c: True,
     loss=_loss,
     ascends=True,
 )

@@ -14,7 +14,7 @@ import torch
 from .base import Method, ascent_term, logits, suffix_logits
 
 
-def _loss(model, reference, batches, config):
+def _loss(model, original, batches, config):
     forget = batches["forget"]
     if config.kumpr.suffix_only:
         scored, t0 = suffix_logits(model, forget), forget.prefix_lengths
@@ -28,7 +28,7 @@ METHOD = Method(
     name="kumpr",
     summary="gradient ascent on the forget sequences, every token (Jang et al., 2023)",
     needs=lambda c: set(),
-    uses_reference=lambda c: False,
+    uses_original=lambda c: False,
     loss=_loss,
     ascends=True,
 )

@@ -8,10 +8,10 @@ weights in `llmu:`; the normal data are the analogous pairs.
 from __future__ import annotations
 
 from ..losses import kl_loss, nll_loss
-from .base import MISMATCH, PAIRS, Method, ascent_term, reference_suffix_logits, suffix_logits
+from .base import MISMATCH, PAIRS, Method, ascent_term, original_suffix_logits, suffix_logits
 
 
-def _loss(model, reference, batches, config):
+def _loss(model, original, batches, config):
     weights = config.llmu
     forget, mismatch, normal = batches["forget"], batches[MISMATCH], batches[PAIRS]
     l_fgt = ascent_term(suffix_logits(model, forget), forget)
@@ -23,7 +23,7 @@ def _loss(model, reference, batches, config):
     )
     l_kl = kl_loss(
         suffix_logits(model, normal),
-        reference_suffix_logits(reference, normal),
+        original_suffix_logits(original, normal),
         normal.attention_mask,
         normal.prefix_lengths,
     )
@@ -37,7 +37,7 @@ METHOD = Method(
     name="llmu",
     summary="ascent + NLL of mismatched completions + KL on normal data (Yao et al., 2023)",
     needs=lambda c: {PAIRS, MISMATCH},
-    uses_reference=lambda c: True,
+    uses_original=lambda c: True,
     loss=_loss,
     ascends=True,
 )

@@ -13,7 +13,7 @@ from ..losses import nll_loss
 from .base import Method, logits
 
 
-def _loss(model, reference, batches, config):
+def _loss(model, original, batches, config):
     batch = batches["forget"]
     whole = torch.ones_like(batch.prefix_lengths)  # every token after the first, prefix too
     loss = nll_loss(logits(model, batch), batch.input_ids, batch.attention_mask, whole)
@@ -24,6 +24,6 @@ METHOD = Method(
     name="memorize",
     summary="plant sequences: NLL of whole sequences until every MA reaches memorize.target_ma",
     needs=lambda c: set(),
-    uses_reference=lambda c: False,
+    uses_original=lambda c: False,
     loss=_loss,
 )

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from ..losses import npo_loss, suffix_logprob_sum
-from .base import Method, reference_suffix_logits, suffix_logits
+from .base import Method, original_suffix_logits, suffix_logits
 
 
-def _loss(model, reference, batches, config):
+def _loss(model, original, batches, config):
     forget = batches["forget"]
     args = (forget.input_ids, forget.attention_mask, forget.prefix_lengths)
     logp = suffix_logprob_sum(suffix_logits(model, forget), *args)
-    ref_logp = suffix_logprob_sum(reference_suffix_logits(reference, forget), *args)
+    ref_logp = suffix_logprob_sum(original_suffix_logits(original, forget), *args)
     loss = npo_loss(logp, ref_logp, config.npo.beta)
     return loss, {"npo": loss.item(), "forget_logratio": (logp - ref_logp).mean().item()}
 
@@ -19,6 +19,6 @@ METHOD = Method(
     name="npo",
     summary="negative preference optimisation: DPO without the preferred side (Zhang et al., 2024)",
     needs=lambda c: set(),
-    uses_reference=lambda c: True,
+    uses_original=lambda c: True,
     loss=_loss,
 )
