@@ -118,7 +118,7 @@ def _whole_loads(accelerator: Accelerator) -> Accelerator:
     """Under ZeRO-3 accelerate makes every `from_pretrained` build its model partitioned (a
     collective, and unusable before `prepare`). Models here load whole on every process,
     the scoring encoders included; `prepare` shards the trained model and
-    `prepare_reference` the frozen one."""
+    `prepare_original` the frozen original."""
     if params_sharded(accelerator) and accelerator.distributed_type == DistributedType.DEEPSPEED:
         from transformers.integrations import unset_hf_deepspeed_config
 
@@ -206,11 +206,11 @@ def _fit_deepspeed_config(ds: dict, batch_size, grad_accum: int, world: int) -> 
         ds["gradient_clipping"] = 0.0  # the single-process run does not clip either
 
 
-def prepare_reference(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
-    """The frozen reference model, placed the way the trained one is: a plain copy per
+def prepare_original(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """The frozen original model, placed the way the trained one is: a plain copy per
     process with replicated weights; sharded like the policy under ZeRO-3 and FSDP2
     (forward passes in lockstep are then collectives, which the loop guarantees)."""
-    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    original = copy.deepcopy(model).eval().requires_grad_(False)
     kind = accelerator.distributed_type
     if kind == DistributedType.DEEPSPEED and params_sharded(accelerator):
         import deepspeed
@@ -219,15 +219,15 @@ def prepare_reference(accelerator: Accelerator, model: torch.nn.Module) -> torch
         ds.pop("optimizer", None)
         ds.pop("scheduler", None)
         ds["zero_optimization"] = {"stage": 3}
-        engine, *_ = deepspeed.initialize(model=reference, config=ds)
+        engine, *_ = deepspeed.initialize(model=original, config=ds)
         return engine.module.eval()
     if kind == DistributedType.FSDP:
         from torch.distributed.fsdp import fully_shard
 
-        blocks = set(getattr(reference, "_no_split_modules", None) or [])
-        for module in reference.modules():
+        blocks = set(getattr(original, "_no_split_modules", None) or [])
+        for module in original.modules():
             if type(module).__name__ in blocks:
                 fully_shard(module)
-        fully_shard(reference)
-        return reference
-    return reference.to(accelerator.device)
+        fully_shard(original)
+        return original
+    return original.to(accelerator.device)
