@@ -24,7 +24,7 @@ import torch
 from icu_unlearn.data.forget import load_forget_set
 from icu_unlearn.metrics.memorization import (
     _decoding_plan,
-    _greedy_next_tokens,
+    memorization_pass,
     memorization_scores,
     memorization_scores_reference,
 )
@@ -40,11 +40,11 @@ def token_forwards(model, seqs, t0s, pad, n):
     is not counted for either. The ratio of these counts is the part of the speed-up
     that comes from doing less; the rest is tokens per second.
     """
-    greedy = _greedy_next_tokens(model, seqs, pad, batch_size=8)
+    hits = memorization_pass(model, seqs, t0s, pad, batch_size=8).hits
     reference = sum((len(s) - 1) ** 2 for s in seqs)
     fast = 0
     for b, (seq, t0) in enumerate(zip(seqs, t0s, strict=True)):
-        _, positions, _ = _decoding_plan(seq, greedy[b].tolist(), t0, n, window=False)
+        _, positions = _decoding_plan(seq, hits[b], t0, n, window=False)
         fast += 2 * len(seq) + sum(len(seq) - q - 1 for q in positions)
     return fast, reference
 

@@ -15,7 +15,7 @@ from .data.forget import ForgetSample, load_forget_set
 from .distributed import Processes
 from .io import atomic_write_json, atomic_write_jsonl
 from .metrics.judge import JudgeConfig, judge_generations
-from .metrics.memorization import memorization_scores, teacher_forced
+from .metrics.memorization import el_range, memorization_pass, memorization_scores
 from .metrics.similarity import (
     bertscore_f1,
     default_bertscore_model,
@@ -32,8 +32,11 @@ class EvalSettings(ScoringSettings):
 
     el_n: int = field(default=10, metadata={"help": "n-gram size of EL; the paper reports EL_10"})
     el_window: bool = field(
-        default=False,
-        metadata={"help": "EL over prefix lengths >= t0 only, as the authors' code computed it"},
+        default=True,
+        metadata={
+            "help": "EL over prefix lengths >= t0 only, as a run scores it (stop.el_window) "
+            "and the authors' code did; --no-el-window: every prefix length (Eq. 7)"
+        },
     )
     judge: JudgeConfig | None = field(
         default=None,
@@ -86,14 +89,15 @@ def score_samples(
     mine = samples if procs is None else procs.score_share(samples)
     gather = (lambda rows: rows) if procs is None else procs.gather
     started = time.perf_counter()
-    greedy, ma, nll = teacher_forced(
+    scored = memorization_pass(
         model,
         [s.input_ids for s in mine],
         [s.prefix_length for s in mine],
         tokenizer.pad_token_id,
         settings.batch_size,
-        nll=suffix_nll,
-    ) if mine else (None, [], [])  # fmt: skip
+        suffix_nll=suffix_nll,
+    ) if mine else None  # fmt: skip
+    greedy, ma, nll = (scored.greedy, scored.ma, scored.suffix_nll) if mine else (None, [], [])
     rows = [{"id": s.id, "ma": m} | _facts(s) for s, m in zip(mine, ma, strict=True)]
     if suffix_nll:
         for row, value in zip(rows, nll, strict=True):
@@ -232,6 +236,7 @@ def evaluate(
     if redact:  # the generations repeat what was memorized: hashes only
         rows = [redact_row(r) for r in rows]
     recorded = asdict(settings) | {
+        "el_range": el_range(settings.el_window),  # what the EL of every row averages over
         "bertscore_model": settings.bertscore_model or default_bertscore_model(),
         "model": model_spec,
         "forget": forget if isinstance(forget, str) else "<samples>",

@@ -1,8 +1,8 @@
-"""Batched generation and teacher-forced scoring: the one engine every metric uses.
+"""Batched greedy and beam generation, and the batching every model call shares.
 
-Requests are sorted longest-first, batched, and returned in the caller's order
-(the lm-evaluation-harness convention), so padding waste stays small and the
-first batch fails fast if memory is short.
+Requests are sorted longest-first (`longest_first`), batched, and returned in the
+caller's order (the lm-evaluation-harness convention), so padding waste stays small and
+the first batch fails fast if memory is short. Teacher-forced scoring is `scoring.py`.
 """
 
 from __future__ import annotations
@@ -91,27 +91,3 @@ def generate_continuations(
         for row, i in enumerate(batch):
             results[i] = new[row][: max_new_tokens[i]]
     return results
-
-
-@torch.inference_mode()
-def token_logprobs(
-    model: PreTrainedModel,
-    sequences: Sequence[Sequence[int]],
-    pad_token_id: int,
-    batch_size: int = 16,
-) -> list[torch.Tensor]:
-    """log P(x_t | x_<t) for t = 1..T-1 of every sequence (teacher forcing), in float32."""
-    device = model_device(model)
-    results: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
-    for batch in longest_first([len(s) for s in sequences], batch_size):
-        ids, mask = right_pad([sequences[i] for i in batch], pad_token_id, device)
-        picked = next_token_logprobs(model(input_ids=ids, attention_mask=mask).logits, ids)
-        for row, i in enumerate(batch):
-            results[i] = picked[row, : len(sequences[i]) - 1].cpu()
-    return results
-
-
-def next_token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """(B, T-1) float32 log P(ids[:, t] | ids[:, :t]) from the (B, T, V) logits of `ids`."""
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    return logp.gather(-1, ids[:, 1:, None]).squeeze(-1)

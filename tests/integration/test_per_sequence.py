@@ -257,8 +257,8 @@ def test_the_token_floor_is_the_references_log_probability_less_the_margin(
 ):
     """Each forget batch carries, per predicted token, the never-trained reference's own
     log-probability of it (teacher-forced, measured once) less stop.token_floor."""
-    from icu_unlearn.generation import token_logprobs
     from icu_unlearn.models import load_model_and_tokenizer
+    from icu_unlearn.scoring import teacher_forced
 
     seen = _ascent_batches(monkeypatch, "kumpr")
     reference = str(scenario["base"])
@@ -274,7 +274,8 @@ def test_the_token_floor_is_the_references_log_probability_less_the_margin(
         for row in range(len(batch)):
             ids = batch.input_ids[row][batch.attention_mask[row].bool()].tolist()
             (sample_id,) = [i for i, s in samples.items() if s == ids]
-            expected = token_logprobs(model, [ids], tokenizer.pad_token_id)[0] - 0.5
+            scored = teacher_forced(model, [ids], tokenizer.pad_token_id, token_logprobs=True)
+            expected = scored.token_logprobs[0] - 0.5
             torch.testing.assert_close(
                 batch.floor[row, : len(ids) - 1], expected, atol=2e-6, rtol=0
             )

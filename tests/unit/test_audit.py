@@ -47,9 +47,10 @@ from icu_unlearn.audit.settings import parse_attack
 from icu_unlearn.audit.verdict import stands_out, verdict
 from icu_unlearn.data.forget import ForgetSample
 from icu_unlearn.errors import UsageError
-from icu_unlearn.generation import generate_continuations, token_logprobs
+from icu_unlearn.generation import generate_continuations
 from icu_unlearn.metrics.memorization import memorization_scores
 from icu_unlearn.models import weights_digest
+from icu_unlearn.scoring import teacher_forced
 from tests.conftest import tiny_llama
 
 BIGRAM = [
@@ -435,8 +436,9 @@ def test_samples_are_ranked_by_the_models_teacher_forced_loss():
     generator = torch.Generator().manual_seed(0)
     samples, nll = sample_suffixes(model, prefix, 5, 6, SamplingScheme(top_k=8), generator, 4)
     for row, value in zip(samples.tolist(), nll.tolist(), strict=True):
-        teacher_forced = token_logprobs(model, [prefix + row], pad_token_id=0)[0][len(prefix) - 1 :]
-        assert value == pytest.approx(-teacher_forced.double().mean().item(), rel=1e-5)
+        scored = teacher_forced(model, [prefix + row], pad_token_id=0, token_logprobs=True)
+        logprobs = scored.token_logprobs[0][len(prefix) - 1 :]
+        assert value == pytest.approx(-logprobs.double().mean().item(), rel=1e-5)
 
 
 def test_verdict_and_stands_out_rules():

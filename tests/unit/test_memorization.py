@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from icu_unlearn.errors import UsageError
-from icu_unlearn.generation import generate_continuations, token_logprobs
+from icu_unlearn.generation import generate_continuations
 from icu_unlearn.metrics.memorization import (
     memorization_accuracy,
+    memorization_pass,
     memorization_scores,
     memorization_scores_reference,
     ngram_overlap,
-    teacher_forced,
 )
 from icu_unlearn.models import gpt2_tokenizer, prepare_tokenizer
+from icu_unlearn.scoring import teacher_forced
 from tests.conftest import TINY_MODELS, tiny_gpt_neo
 
 
@@ -54,7 +55,7 @@ def test_fast_path_equals_reference(family, window):
     seqs = _semi_memorized(model, vocab, [40, 33, 26, 40, 19, 31], seed=1)
     t0s = [12, 10, 8, 20, 6, 15]
     for n in (1, 4):
-        # small batches, groups and decode batches: rows cross group and batch borders
+        # small batches and decode batches: rows cross batch borders
         fast = memorization_scores(
             model,
             seqs,
@@ -64,7 +65,6 @@ def test_fast_path_equals_reference(family, window):
             window=window,
             batch_size=2,
             decode_batch_size=5,
-            group_size=4,
         )
         ref = memorization_scores_reference(model, seqs, t0s, 0, n=n, window=window)
         assert fast.extraction_likelihood == pytest.approx(ref.extraction_likelihood, abs=1e-6)
@@ -149,11 +149,10 @@ def test_el_only_where_asked_keeps_every_other_score(family):
     seqs = _semi_memorized(model, 48, [40, 33, 26, 40, 19, 31], seed=2)
     t0s = [12, 10, 8, 20, 6, 15]
     wanted = [True, False, False, True, False, True]
-    full = memorization_scores(model, seqs, t0s, 0, n=4, batch_size=2, group_size=4)
-    greedy, ma, _ = teacher_forced(model, seqs, t0s, 0, batch_size=4, nll=False)
-    lazy = memorization_scores(
-        model, seqs, t0s, 0, n=4, batch_size=2, group_size=4, el_for=wanted, greedy=greedy
-    )
+    full = memorization_scores(model, seqs, t0s, 0, n=4, batch_size=2)
+    scored = memorization_pass(model, seqs, t0s, 0, batch_size=4)
+    greedy, ma = scored.greedy, scored.ma
+    lazy = memorization_scores(model, seqs, t0s, 0, n=4, batch_size=2, el_for=wanted, greedy=greedy)
     for i, w in enumerate(wanted):
         if w:
             assert lazy.extraction_likelihood[i] == full.extraction_likelihood[i]
@@ -164,13 +163,13 @@ def test_el_only_where_asked_keeps_every_other_score(family):
 
 
 def test_teacher_forced_suffix_nll_is_the_mean_of_the_suffix_token_logprobs():
-    """Against the token log-probabilities of `generation.token_logprobs`, averaged by hand
-    over t >= t0; sequences of different lengths (padding) in one batch."""
+    """Against the token log-probabilities of the engine's pass, one sequence a batch,
+    averaged by hand over t >= t0; sequences of different lengths (padding) in one batch."""
     model = tiny_gpt_neo(vocab_size=40).double()
     seqs = [[3, 8, 1, 9, 4, 7, 2, 5, 6, 11], [4, 4, 12, 30, 2, 8], [1, 2, 3, 4, 5, 6, 7, 8]]
     t0s = [4, 2, 5]
-    _, _, nll = teacher_forced(model, seqs, t0s, 0, batch_size=3)
-    logps = token_logprobs(model, seqs, 0, batch_size=1)
+    nll = memorization_pass(model, seqs, t0s, 0, batch_size=3, suffix_nll=True).suffix_nll
+    logps = teacher_forced(model, seqs, 0, batch_size=1, token_logprobs=True).token_logprobs
     for seq, t0, lp, value in zip(seqs, t0s, logps, nll, strict=True):
         # log P(x_t | x_<t) for t = t0..T-1 is entry t - 1 of the teacher-forced row
         by_hand = -sum(float(lp[t - 1]) for t in range(t0, len(seq))) / (len(seq) - t0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ..generation import token_logprobs
+from ..scoring import teacher_forced
 
 
 def perplexity(model, sequences: Sequence[Sequence[int]], pad_token_id: int, batch_size=16):
@@ -22,8 +22,12 @@ def log_likelihood(model, sequences, pad_token_id: int, batch_size=16) -> tuple[
 
 def sequence_nll(model, sequences, pad_token_id: int, batch_size=16) -> list[float]:
     """Each sequence's summed negative log-likelihood of its predicted tokens (t >= 1)."""
-    logps = token_logprobs(model, sequences, pad_token_id, batch_size) if sequences else []
-    return [-float(lp.double().sum()) for lp in logps]
+    if not sequences:
+        return []
+    scored = teacher_forced(
+        model, sequences, pad_token_id, batch_size=batch_size, token_logprobs=True
+    )
+    return [-float(lp.double().sum()) for lp in scored.token_logprobs]
 
 
 def perplexity_from(total: float, count: int) -> float:
