@@ -66,9 +66,9 @@ def _case(name, base, tmp):
     if name == "token id outside vocabulary":
         path = _jsonl(tmp / "v.jsonl", [{"id": "a", "prefix_ids": [1, 2], "suffix_ids": [10**6]}])
         return good, [f"forget={path}"], "outside"
-    if name == "prefix not shorter than the sequence":
-        path = _jsonl(tmp / "p.jsonl", [{"id": "a", "text": "only four words here"}])
-        return good, [f"forget={path}", "prefix_length=50"], "not more than the prefix length"
+    if name == "text too short to split":
+        path = _jsonl(tmp / "p.jsonl", [{"id": "a", "text": "hello"}])
+        return good, [f"forget={path}", "prefix_length=50"], "it needs at least 2"
     if name == "shorter than n for EL":
         path = _jsonl(tmp / "n.jsonl", [{"id": "a", "prefix_ids": [1, 2], "suffix_ids": [3, 4]}])
         return good, [f"forget={path}"], "EL_10"
@@ -105,7 +105,7 @@ CASES = [
     "wrong jsonl field",
     "wrong csv columns",
     "token id outside vocabulary",
-    "prefix not shorter than the sequence",
+    "text too short to split",
     "shorter than n for EL",
     "not a causal LM",
     "tokenizer does not match the model",

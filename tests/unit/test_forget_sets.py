@@ -11,7 +11,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from icu_unlearn.data.forget import load_forget_set
+from icu_unlearn.data.forget import load_forget_set, text_split
 from icu_unlearn.data.pool import load_pool
 from icu_unlearn.errors import UsageError
 from icu_unlearn.metrics.similarity import default_bertscore_model
@@ -175,6 +175,37 @@ def test_jsonl_three_forms(tmp_path, gpt2):
     assert c.prefix_ids == (1, 2, 3) and c.suffix_ids == (4, 5) and c.prefix_length == 3
 
 
+# A made-up customer record of exactly 60 GPT-2 tokens (the test checks the count).
+RECORD = (
+    "Customer record 4471: Maria Keller, born 1984-07-02, phone +49 30 5550 1873, e-mail "
+    "maria.keller@example.org, address Lindenstrasse 12, 10969 Berlin; account opened "
+    "2019-03-14 in Berlin Mitte."
+)
+
+
+def test_a_short_text_is_split_in_the_middle(tmp_path, gpt2):
+    """60 tokens at prefix_length 50: a cut at 50 would test " 2019-03-14 in Berlin Mitte."
+    only, with the name, phone, e-mail and address in the prompt; under 2 x 50 tokens the
+    cut is at 60 // 2 = 30, and the tested part is "keller@example.org, address ... Mitte.",
+    half of the record's tokens."""
+    ids = gpt2(RECORD).input_ids
+    assert len(ids) == 60
+    (record,) = load_forget_set(_jsonl(tmp_path, [{"id": "r", "text": RECORD}]), gpt2, 50)
+    assert record.prefix_length == 30 and len(record.suffix_ids) == 30
+    assert list(record.input_ids) == ids
+    assert len(record.suffix_ids) >= len(record.prefix_ids)  # the tested part: the larger
+    assert "example.org" in record.suffix and "10969 Berlin" in record.suffix
+
+
+@pytest.mark.parametrize(
+    "num_tokens, prefix_length, prompt",
+    [(60, 50, 30), (61, 50, 30), (99, 50, 49), (100, 50, 50), (250, 50, 50), (2, 50, 1), (7, 3, 3)],
+)
+def test_text_split(num_tokens, prefix_length, prompt):
+    """prefix_length from 2 x prefix_length tokens on; below, the rounded-down half."""
+    assert text_split(num_tokens, prefix_length) == prompt
+
+
 def test_csv_file_form(tmp_path, data_dir, gpt2):
     path = tmp_path / "mine.csv"
     path.write_text('doc_id,corpus,text\n42,pile-cc,"ignored"\n7,github,"ignored"\n')
@@ -192,7 +223,7 @@ def test_csv_file_form(tmp_path, data_dir, gpt2):
         ([], "is empty"),
         (["{not json"], "not valid JSON"),
         ([{"id": 1, "prefix": "hello there", "suffix": ""}], "empty suffix"),
-        ([{"id": 1, "text": "just three words"}], "not more than the prefix length"),
+        ([{"id": 1, "text": "hello"}], "has 1 token"),
         ([{"id": 1, "prefix_ids": [1], "suffix_ids": [2]}] * 2, "twice"),
         ([{"id": 1, "prefix_ids": [1], "suffix_ids": [99999]}], "outside the vocabulary"),
         ([{"id": 1, "prefix_ids": [1], "suffix_ids": ["x"]}], "list of integer"),

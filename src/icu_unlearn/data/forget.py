@@ -12,6 +12,12 @@ Specs (DESIGN.md §4):
   FILE.jsonl                   {"id","prefix","suffix"} | {"id","text"} | {"id","prefix_ids","suffix_ids"}
   FILE.csv                     the published doc_id,corpus,text form (doc_id = train row)
 
+A {"id","text"} record is split where the model is prompted and what it must not
+reproduce begins (`text_split`): after prefix_length tokens, or in the middle (the
+first n // 2 of its n tokens are the prompt) when the text is shorter than twice
+prefix_length, so that the tested part always holds at least half of the record and
+not only its last few tokens.
+
 Text is tokenized as tokenize(prefix) + tokenize(suffix) without special tokens.
 lm-extraction rows are GPT-2 ids: a model with GPT-2's vocabulary uses them as
 they are; any other model gets prefix and suffix decoded with GPT-2's tokenizer
@@ -259,18 +265,27 @@ def _jsonl_sample(row: dict, where: str, tokenizer, prefix_length: int) -> Forge
         suffix_ids = tokenizer(suffix, add_special_tokens=False).input_ids
     elif "text" in row:
         ids = tokenizer(_text(row, "text", where), add_special_tokens=False).input_ids
-        if len(ids) <= prefix_length:
+        if len(ids) < 2:
             raise UsageError(
-                f"{where}: the text has {len(ids)} tokens, not more than the prefix length "
-                f"{prefix_length}; give a longer text or a smaller prefix_length"
+                f"{where}: the text has {len(ids)} token(s); it needs at least 2, a prompt "
+                "and a part to test"
             )
-        prefix_ids, suffix_ids = ids[:prefix_length], ids[prefix_length:]
+        cut = text_split(len(ids), prefix_length)
+        prefix_ids, suffix_ids = ids[:cut], ids[cut:]
         prefix, suffix = tokenizer.decode(prefix_ids), tokenizer.decode(suffix_ids)
     else:
         raise UsageError(
             f'{where}: needs "prefix" and "suffix", or "text", or "prefix_ids" and "suffix_ids"'
         )
     return ForgetSample(sample_id, tuple(prefix_ids), tuple(suffix_ids), prefix, suffix)
+
+
+def text_split(num_tokens: int, prefix_length: int) -> int:
+    """How many of a {"id","text"} record's tokens are the prompt: prefix_length, or half
+    the text (rounded down) when it has fewer than 2 * prefix_length tokens. A fixed
+    prefix_length alone would test a 60-token record only on its last 10 tokens at the
+    default 50, leaving what matters (a name, a phone number) in the prompt, unchecked."""
+    return prefix_length if num_tokens >= 2 * prefix_length else num_tokens // 2
 
 
 def _text(row: dict, key: str, where: str) -> str:
