@@ -48,8 +48,9 @@ def _add_settings(p: argparse.ArgumentParser, cls, only: tuple[str, ...] | None 
         if kind not in (bool, int, float, str):  # structured settings have options of their own
             continue
         text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
-        if kind is bool:
-            p.add_argument(flag, action="store_true", help=text)
+        if kind is bool:  # a setting on by default is turned off with --no-<name>
+            action = argparse.BooleanOptionalAction if f.default is True else "store_true"
+            p.add_argument(flag, action=action, default=None, help=text)
             continue
         if not required and f.default is not None:
             text += f" (default {f.default})"
@@ -66,9 +67,7 @@ def _scalar(hint):
 def _settings(cls, args: argparse.Namespace, base=None, **given):
     """`cls` (or a copy of `base`) with the options the user gave; the rest keep theirs."""
     names = {f.name for f in dataclasses.fields(cls)}
-    values = {
-        k: v for k, v in vars(args).items() if k in names and v is not None and v is not False
-    }
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
     if base is not None:
         return dataclasses.replace(base, **values, **given)
     return cls(**(values | given))
@@ -94,6 +93,7 @@ def _judge(args: argparse.Namespace):
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import EvalSettings, evaluate, metric_keys
+    from .metrics.memorization import el_range
 
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out!r} is a file; give a directory")
@@ -111,7 +111,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         redact=args.redact,
     )
     keys = metric_keys(settings.el_n) + (["judge"] if settings.judge else [])
-    rows = [["id", *keys]] + [
+    span = el_range(settings.el_window)  # EL's column says which prefix lengths it covers
+    header = [f"{k} ({span})" if k.startswith("el_") else k for k in keys]
+    rows = [["id", *header]] + [
         [r["id"], *(cell(r.get(k, r.get(f"{k}_score"))) for k in keys)] for r in result.samples
     ]
     shown = rows if len(rows) <= 21 else rows[:21]
@@ -120,7 +122,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"... {len(rows) - 21} more in memorization.jsonl")
     print()
     means = [f"n={len(result.samples)}", *(cell(result.summary[k]) for k in keys)]
-    print(text_table([["mean", *keys], means]))
+    print(text_table([["mean", *header], means]))
     print(f"\n{len(result.samples)} samples in {time.perf_counter() - start:.1f} s", end="")
     print(f"; wrote {args.out}/memorization.jsonl and summary.json" if args.out else "")
     return 0
@@ -143,6 +145,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
+    from .metrics.memorization import el_range
     from .train import unlearn
 
     overrides = list(args.set or [])
@@ -156,10 +159,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     before, after = result.manifest["before"], result.manifest["after"]
     keys = [k for k in ("el_" + str(config.stop.el_n), "ma", "bertscore_f1", "bleu") if k in before]
+    span = el_range(config.stop.el_window)  # EL's column says which prefix lengths it covers
+    header = [f"{k} ({span})" if k.startswith("el_") else k for k in keys]
     print(
         text_table(
             [
-                ["forget set", *keys],
+                ["forget set", *header],
                 ["before", *(f"{before[k]:.4f}" for k in keys)],
                 [f"after {result.manifest['epochs']} epochs", *(f"{after[k]:.4f}" for k in keys)],
             ]

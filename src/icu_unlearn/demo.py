@@ -18,6 +18,7 @@ from .errors import UsageError
 from .evaluate import EvalSettings, evaluate
 from .io import atomic_write_json
 from .memorize import MemorizeSettings, memorize
+from .metrics.memorization import el_range
 from .models import load_model_and_tokenizer
 from .report import write_report
 from .table import text_table
@@ -240,7 +241,8 @@ def _clip(text: str, width: int) -> str:
 
 
 def _sample_table(rows: list[dict], forget: set[str], suffixes: dict[str, str]) -> str:
-    table = [["id", "asked", "EL10", "MA", "true suffix", "model's continuation"]]
+    el = f"EL10 ({el_range(EvalSettings().el_window)})"  # `_memorization`'s range
+    table = [["id", "asked", el, "MA", "true suffix", "model's continuation"]]
     for r in rows:
         table.append(
             [

@@ -29,7 +29,7 @@ class TeacherForced:
     """What one teacher-forced pass over N sequences gives, in the caller's order; a field
     is None where it was not asked for."""
 
-    greedy: torch.Tensor  # (N, W) the argmax after each position; 0 past a sequence's end
+    greedy: torch.Tensor  # (N, W) the argmax after each position; meaningless past T_i - 1
     hits: list[list[bool]]  # hits[i][t - 1]: the argmax after x[:t] is x_t, t = 1..T-1
     suffix_nll: list[float] | None  # mean -log P(x_t | x_<t) over t >= t0, nats a token
     token_logprobs: list[torch.Tensor] | None  # (T-1,) log P(x_t | x_<t), t = 1..T-1, float32

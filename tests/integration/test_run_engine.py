@@ -223,7 +223,12 @@ def test_el_window_scores_prefix_lengths_from_t0_in_the_run_and_its_thresholds(s
     forget = evaluate(
         str(scenario["planted_model"]), str(scenario["forget"]), settings=window, prefix_length=20
     )
-    full = evaluate(str(scenario["planted_model"]), str(scenario["forget"]), prefix_length=20)
+    full = evaluate(
+        str(scenario["planted_model"]),
+        str(scenario["forget"]),
+        settings=EvalSettings(el_window=False),
+        prefix_length=20,
+    )
     assert result.manifest["thresholds"]["el_max"] == pytest.approx(heldout.summary["el_10"])
     assert result.manifest["before"]["el_10"] == pytest.approx(forget.summary["el_10"])
     assert forget.summary["el_10"] != pytest.approx(full.summary["el_10"])

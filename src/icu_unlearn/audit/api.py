@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.forget import ForgetSample, load_forget_set
 from ..errors import UsageError
+from ..metrics.memorization import el_range
 from ..models import load_model_and_tokenizer, prepare_tokenizer
 from .attacks import bnb_quantize, quantize_model, relearn, relearn_split, require_bitsandbytes
 from .measure import Context, measure_forget, measure_holdout
@@ -158,6 +159,7 @@ def audit(
         require_bitsandbytes()
     started = time.perf_counter()
     recorded = asdict(settings) | {
+        "el_range": el_range(settings.el_window),  # what every EL of the audit averages over
         "model": _spec(model),
         "reference": None if reference is None else _spec(reference),
         "forget": forget if isinstance(forget, str) else "<samples>",

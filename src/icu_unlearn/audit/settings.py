@@ -70,8 +70,11 @@ class AuditSettings:
 
     el_n: int = field(default=10, metadata={"help": "EL_n's n; the paper reports EL_10."})
     el_window: bool = field(
-        default=False,
-        metadata={"help": "EL over prefix lengths >= t0 only (the authors' code); False: Eq. 7."},
+        default=True,
+        metadata={
+            "help": "EL over prefix lengths >= t0 only, as a run scores it (stop.el_window) and "
+            "the authors' code did; --no-el-window: every prefix length (Eq. 7)."
+        },
     )
     el_max: float = field(
         default=0.0499,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..metrics.memorization import el_range
+
 if TYPE_CHECKING:
     from .result import AuditResult
 
@@ -39,7 +41,7 @@ def _sequence_lines(result: AuditResult) -> list[str]:
         "id",
         "verdict",
         "leaked by",
-        el.upper(),
+        f"{el.upper()} ({el_range(s['el_window'])})",  # an older audit.json has no el_range
         "ES",
         "log10 p",
         f"p({n})",
