@@ -37,6 +37,7 @@ from icu_unlearn.audit.membership import (
     min_k,
     min_k_plus_plus,
     privleak,
+    suffix_membership,
     vocabulary_moments,
     zlib_entropy,
     zlib_ratio,
@@ -156,6 +157,62 @@ def test_vocabulary_moments_and_min_k_plus_plus_hand_worked():
     assert min_k_plus_plus(lp, mus, sigmas, 0.4) == pytest.approx(-1.0)
 
 
+def test_min_k_drops_the_last_suffix_token_and_min_k_plus_plus_clamps_the_variance():
+    """Four suffix tokens over a vocabulary of 3, d = e^-20, e = e^-30:
+
+    position  next-token p         true token  log p    mu, sigma             Min-K%++
+    0         [1/2, 1/4, 1/4]      0           -ln 2    -1.5 ln 2, ln 2 / 2   +1
+    1         [1/2, 1/4, 1/4]      1           -2 ln 2  -1.5 ln 2, ln 2 / 2   -1
+    2         [1 - d, d, 0]        1           -20      ~0, 1e-3 (clamped)    -20 / 1e-3
+    3         [1 - e, e, 0]        1           -30      ~0, 1e-3 (clamped)    -30 / 1e-3
+
+    At position 2 the variance is (1 - d) (ln(1 - d) - mu)^2 + d (-20 - mu)^2 ~ 400 d
+    = 8.2e-7 < 1e-6: clamped, sigma = 1e-3 and the score -20,000, where the unclamped
+    sigma 20 e^-10 would make it -e^10 = -22,026. LOSS takes all four tokens:
+    (3 ln 2 + 50) / 4. Min-K% and Min-K%++ take the first three (the last is dropped, as
+    open-unlearning does): at k = 0.4, floor(1.2) = 1 token, the lowest: -20 and -20,000;
+    with the last token they would be -30 and -30,000 (floor(1.6) = 1).
+    At k = 1: Min-K% (-3 ln 2 - 20) / 3, Min-K%++ (1 - 1 - 20,000) / 3.
+    """
+    half = [math.log(0.5), math.log(0.25), math.log(0.25)]
+    d, e = math.exp(-20), math.exp(-30)
+    logp = torch.tensor(
+        [half, half, [math.log1p(-d), -20.0, -math.inf], [math.log1p(-e), -30.0, -math.inf]],
+        dtype=torch.float64,
+    )
+    mu, sigma = vocabulary_moments(logp)
+    ln2 = math.log(2)
+    assert sigma.tolist() == pytest.approx([ln2 / 2, ln2 / 2, 1e-3, 1e-3])
+    assert mu[2].item() == pytest.approx(-21 * d, rel=1e-3)  # (1 - d) ln(1 - d) + d (-20)
+    lp = logp.gather(-1, torch.tensor([[0], [1], [1], [1]])).squeeze(-1)
+    scores = suffix_membership(lp, mu, sigma, "text", 0.4)
+    assert scores["loss"] == pytest.approx((3 * ln2 + 50) / 4)
+    assert scores["min_k"] == pytest.approx(-20.0)
+    assert scores["min_k_pp"] == pytest.approx(-20 / 1e-3, rel=1e-6)
+    assert min_k(lp, 0.4) == pytest.approx(-30.0)  # the plain Min-K%: every token given
+    everything = suffix_membership(lp, mu, sigma, "text", 1.0)
+    assert everything["min_k"] == pytest.approx((-3 * ln2 - 20) / 3)
+    assert everything["min_k_pp"] == pytest.approx(-20_000 / 3, rel=1e-6)
+    # one suffix token: nothing to drop, it is scored
+    one = suffix_membership(lp[:1], mu[:1], sigma[:1], "text", 0.4)
+    assert one["min_k"] == pytest.approx(-ln2) and one["min_k_pp"] == pytest.approx(1.0)
+    # a one-hot distribution: variance 0, clamped, and its true token scores 0, not 0 / 0
+    one_hot = torch.tensor([[0.0, -math.inf, -math.inf]])
+    assert vocabulary_moments(one_hot)[1].item() == pytest.approx(1e-3)
+
+
+def test_min_k_through_the_scoring_engine_drops_the_last_token():
+    """Bigram sequence 0 | 1 3 1 walks 0.5, 0.6, 0.1. LOSS: (ln 2 + ln(5/3) + ln 10) / 3;
+    Min-K% at k = 0.4 over 1 3 (the last 1 dropped): floor(0.8) -> 1 token, ln 0.5, where
+    the 0.1 of the last token would have been the lowest."""
+    model = Bigram(BIGRAM)
+    (scores,) = suffix_scores(model, [[0, 1, 3, 1]], [1], 0, [SamplingScheme()])
+    row = suffix_membership(scores.logprobs, scores.mu, scores.sigma, "x", 0.4)
+    assert row["loss"] == pytest.approx((math.log(2) + math.log(5 / 3) + math.log(10)) / 3)
+    assert row["min_k"] == pytest.approx(math.log(0.5))
+    assert AuditSettings().mia_k == 0.4  # open-unlearning's and MUSE's k
+
+
 def test_min_k_and_zlib_hand_worked():
     lp = torch.tensor([-1.0, -4.0, -2.0, -0.5, -3.0])
     assert min_k(lp, 0.4) == pytest.approx(-3.5)  # floor(2) lowest: -4, -3
@@ -198,7 +255,33 @@ def test_auc_hand_worked_and_against_pairwise_count():
         neg = [rng.randint(0, 6) for _ in range(rng.randint(1, 15))]
         wins = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
         assert auc(pos, neg) == pytest.approx(wins / (len(pos) * len(neg)))
-    assert privleak(0.9, 0.5) == pytest.approx(0.8) and privleak(0.9, None) is None
+    # MUSE's PrivLeak, percent: (AUC_R - AUC_M) / (1 - AUC_R) x 100 = (0.5 - 0.9) / 0.5 x 100
+    assert privleak(0.9, 0.5) == pytest.approx(-80.0) and privleak(0.9, None) is None
+
+
+def test_privleak_is_muses_hand_worked():
+    """Min-K% scores (higher: more likely a member), two forget and three holdout sequences.
+
+    Reference: forget -2, -4 against holdout -1, -3, -5: -2 beats -3 and -5, -4 beats -5,
+    so AUC_R = 3/6 = 1/2 (as if never trained, by construction here).
+    Model: forget -2.5, -6: -2.5 beats -3 and -5, -6 beats none, AUC_M = 2/6 = 1/3.
+    MUSE labels forget 0 and holdout 1, so its AUCs are 1 - ours: 2/3 and 1/2, and
+    PrivLeak = (2/3 - 1/2) / (1/2) x 100 = +33.3: positive, forgotten too well.
+    In our orientation the same number is (AUC_R - AUC_M) / (1 - AUC_R) x 100
+    = (1/2 - 1/3) / (1/2) x 100.
+    """
+    holdout = [-1.0, -3.0, -5.0]
+    auc_r, auc_m = auc([-2.0, -4.0], holdout), auc([-2.5, -6.0], holdout)
+    assert auc_r == pytest.approx(1 / 2) and auc_m == pytest.approx(1 / 3)
+    assert privleak(auc_m, auc_r) == pytest.approx(100 / 3)
+    # MUSE's own orientation: holdout as the positive class, the forget set as the negative
+    muse_m, muse_r = auc(holdout, [-2.5, -6.0]), auc(holdout, [-2.0, -4.0])
+    assert privleak(auc_m, auc_r) == pytest.approx((muse_m - muse_r) / muse_r * 100)
+    # every forget sequence above every holdout one: -100, whatever the reference
+    assert privleak(1.0, 0.5) == -100.0 and privleak(1.0, 0.2) == -100.0
+    assert privleak(auc_r, auc_r) == 0.0  # as the reference: as if never trained
+    assert privleak(0.0, 0.5) == 100.0  # the most over-unlearning a 1/2 reference allows
+    assert privleak(0.3, 1.0) is None  # no scale when the reference itself separates them
 
 
 def test_quantize_weight_hand_worked_round_trip():
@@ -546,6 +629,11 @@ def test_audit_verdicts_json_and_redaction(gpt2, tmp_path):
     assert result.aggregates["holdout"]["reference"]["nll"] > 0
     table = result.table()
     assert "leaked" in table and "PrivLeak" in table and result.summary_line() in table
+    assert {"sample", "run", "beam"} <= set(table.splitlines()[0].split())
+    assert "PrivLeak (MUSE's, Min-K% k=0.4, the reference as the retrained model)" in table
+    for a in result.aggregates["membership"].values():  # MUSE's, percent, per attack
+        r, m = a["auc_reference"], a["auc_model"]
+        assert a["privleak"] == (None if r == 1 else pytest.approx((r - m) / (1 - r) * 100))
     written = (tmp_path / "plain" / "audit.json").read_text()
     data = json.loads(written, parse_constant=lambda c: pytest.fail(f"{c} in audit.json"))
     assert data["sequences"][0]["model"]["greedy"]["generation"] == known[0].suffix

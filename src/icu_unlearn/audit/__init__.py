@@ -30,7 +30,9 @@ against R show what unlearning did to text like the forgotten text.
                   sampling {best_exact, any_exact, mean_longest_run, max_longest_run},
                   beam_exact},
                 membership {loss|zlib|min_k|min_k_pp: {auc_model, auc_reference,
-                  privleak}} (null without holdout),
+                  privleak}} (null without holdout; privleak: MUSE's definition,
+                  percent, over-unlearning positive, null without a reference;
+                  min_k's, at mia_k = 0.4, is MUSE's and the headline),
                 holdout {num_sequences, model / reference: {nll, ma, suffix_ma}}
     sequences   [{id, sha256, prefix_tokens, suffix_tokens, verdict, leaked_by,
                   reference_leaked_by, stands_out, model, reference}], where model

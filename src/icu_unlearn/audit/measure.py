@@ -46,13 +46,7 @@ def _scores(model, samples: list[ForgetSample], ctx: Context) -> list[SuffixScor
 
 
 def _membership(scores: SuffixScores, sample: ForgetSample, k: float) -> dict:
-    nll = membership.loss(scores.logprobs)
-    return {
-        "loss": nll,
-        "zlib": membership.zlib_ratio(nll, sample.suffix),
-        "min_k": membership.min_k(scores.logprobs, k),
-        "min_k_pp": membership.min_k_plus_plus(scores.logprobs, scores.mu, scores.sigma, k),
-    }
+    return membership.suffix_membership(scores.logprobs, scores.mu, scores.sigma, sample.suffix, k)
 
 
 def measure_holdout(

@@ -119,8 +119,10 @@ class AuditSettings:
         metadata={"help": "Seeds the sampling attack (per sequence) and the relearn attack."},
     )
     mia_k: float = field(
-        default=0.2,
-        metadata={"help": "Min-K% and Min-K%++'s k: 20%, the best setting in both papers."},
+        default=0.4,
+        metadata={
+            "help": "Min-K% and Min-K%++'s k: 40%, MUSE's and open-unlearning's (PrivLeak's)."
+        },
     )
     stands_out_margin: float = field(
         default=2.0,
@@ -170,7 +172,7 @@ class AuditSettings:
         if self.num_samples < 0 or self.num_beams < 0:
             raise UsageError("audit.num_samples and num_beams must be >= 0 (0 skips the attack)")
         if not 0 < self.mia_k <= 1:
-            raise UsageError(f"audit.mia_k must be in (0, 1], e.g. 0.2, got {self.mia_k}")
+            raise UsageError(f"audit.mia_k must be in (0, 1], e.g. 0.4, got {self.mia_k}")
         if self.stands_out_margin < 0:
             raise UsageError("audit.stands_out_margin must be >= 0 nats per token")
         if min(self.batch_size, self.decode_batch_size, self.relearn_batch_size) < 1:

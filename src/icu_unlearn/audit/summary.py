@@ -101,7 +101,8 @@ def _side(measurements: list[dict], settings: AuditSettings) -> dict:
 
 
 def _membership(sequences: list[dict], holdout: list[dict], with_reference: bool) -> dict:
-    """AUC of forget vs holdout per attack, under the model and the reference; PrivLeak."""
+    """AUC of forget vs holdout per attack, under the model and the reference, and MUSE's
+    PrivLeak in percent (`membership.privleak`; the reference as MUSE's retrained model)."""
     result = {}
     for attack, score in MIA_SCORES.items():
         auc_m = auc(

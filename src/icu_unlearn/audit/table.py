@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .membership import PRIVLEAK_ATTACK
+
 from ..metrics.memorization import el_range
 
 if TYPE_CHECKING:
@@ -75,10 +77,10 @@ def _sequence_lines(result: AuditResult) -> list[str]:
     return _columns(rows)
 
 
-def _membership_lines(aggregates: dict) -> list[str]:
+def _membership_lines(aggregates: dict, k: float) -> list[str]:
     if aggregates["membership"] is None:
         return ["membership AUC: no holdout given"]
-    rows = [["membership AUC", "model", "reference", "PrivLeak"]]
+    rows = [["membership AUC", "model", "reference", "PrivLeak %"]]
     for attack, a in aggregates["membership"].items():
         leak = a["privleak"]
         rows.append(
@@ -86,11 +88,20 @@ def _membership_lines(aggregates: dict) -> list[str]:
                 attack,
                 _num(a["auc_model"]),
                 _num(a["auc_reference"]),
-                "-" if leak is None else f"{leak:+.2f}",
+                "-" if leak is None else f"{leak:+.1f}",
             ]
         )
     note = "forget vs holdout: 0.5 cannot tell them apart, 1 members, 0 forgotten too well"
-    return _columns(rows) + [note]
+    head = aggregates["membership"][PRIVLEAK_ATTACK]
+    if head["privleak"] is not None:
+        value = f"{head['privleak']:+.1f}%"
+    else:
+        value = "- (needs a reference)" if head["auc_reference"] is None else "- (reference AUC 1)"
+    headline = (
+        f"PrivLeak (MUSE's, Min-K% k={k:g}, the reference as the retrained model): {value}; "
+        "0 as if never trained, + forgotten too well, -100 memorized"
+    )
+    return _columns(rows) + [note, headline]
 
 
 def _holdout_line(aggregates: dict) -> str:
@@ -118,7 +129,8 @@ def _attack_lines(result: AuditResult) -> list[str]:
 
 
 def render(result: AuditResult) -> str:
-    lines = _sequence_lines(result) + [""] + _membership_lines(result.aggregates)
+    lines = _sequence_lines(result) + [""]
+    lines += _membership_lines(result.aggregates, result.settings["mia_k"])
     holdout = _holdout_line(result.aggregates)
     lines += [holdout] if holdout else []
     lines += _attack_lines(result)
