@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import sys
 import time
@@ -11,14 +12,30 @@ import typing
 from pathlib import Path
 
 from .errors import UsageError
-from .table import cell, text_table
+from .table import cell, clip, text_table
 
 
 def _quiet_libraries() -> None:
+    """Third-party notices off, before the libraries load: transformers' warnings and
+    progress bars; bitsandbytes' (peft imports it, and sentence-transformers imports peft:
+    on CPUs with AVX512-BF16 every command that paired said "Failed to load CPU
+    gemm_4bit_forward from kernels-community") until a bnb attack uses it; DeepSpeed's
+    (save_pretrained imports it, through accelerate: "Setting accelerator to CPU") unless
+    accelerate launched a DeepSpeed run. Errors still show."""
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") != "true":
+        # DeepSpeed sets its logger's level as it loads; a filter stays
+        logging.getLogger("DeepSpeed").addFilter(lambda record: record.levelno >= logging.ERROR)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+def _bitsandbytes_notices(attacks) -> None:
+    """bitsandbytes' notices back on where an attack quantizes with it."""
+    if any(a.startswith("bnb") for a in attacks):
+        logging.getLogger("bitsandbytes").setLevel(logging.NOTSET)
 
 
 EXIT_CODES = (
@@ -113,19 +130,43 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     keys = metric_keys(settings.el_n) + (["judge"] if settings.judge else [])
     span = el_range(settings.el_window)  # EL's column says which prefix lengths it covers
     header = [f"{k} ({span})" if k.startswith("el_") else k for k in keys]
-    rows = [["id", *header]] + [
-        [r["id"], *(cell(r.get(k, r.get(f"{k}_score"))) for k in keys)] for r in result.samples
+    # prompt / tested: the tokens the model is given, and those it must not reproduce
+    rows = [["id", "prompt", "tested", *header]] + [
+        [
+            r["id"],
+            str(r["prefix_tokens"]),
+            str(r["suffix_tokens"]),
+            *(cell(r.get(k, r.get(f"{k}_score"))) for k in keys),
+        ]
+        for r in result.samples
     ]
     shown = rows if len(rows) <= 21 else rows[:21]
     print(text_table(shown))
     if len(rows) > 21:
         print(f"... {len(rows) - 21} more in memorization.jsonl")
     print()
+    print(_continuations(args, result.samples[:20]))
+    print()
     means = [f"n={len(result.samples)}", *(cell(result.summary[k]) for k in keys)]
     print(text_table([["mean", *header], means]))
     print(f"\n{len(result.samples)} samples in {time.perf_counter() - start:.1f} s", end="")
     print(f"; wrote {args.out}/memorization.jsonl and summary.json" if args.out else "")
     return 0
+
+
+def _continuations(args: argparse.Namespace, rows: list[dict]) -> str:
+    """Each sample's true suffix beside the model's greedy continuation of its prompt."""
+    if args.redact:
+        return "true suffixes and continuations: not shown (--redact)"
+    from .data.forget import load_forget_set
+    from .models import load_tokenizer
+
+    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    samples = load_forget_set(args.forget, tokenizer, args.prefix_length, args.data_dir)
+    suffixes = {s.id: s.suffix for s in samples}
+    table = [["id", "true suffix", "greedy continuation"]]
+    table += [[r["id"], clip(suffixes[r["id"]], 48), clip(r["generation"], 48)] for r in rows]
+    return text_table(table)
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -154,7 +195,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.redact:
         overrides.append("redact=true")
     config = load_config(args.config, overrides)
-    result = unlearn(config, resume=args.resume, overwrite=args.overwrite)
+    _bitsandbytes_notices(config.audit.attacks)
+    result = unlearn(
+        config,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        keep_checkpoints=args.keep_checkpoints,
+    )
     if not _main_process():  # under accelerate launch the main process speaks for all
         return 0
     before, after = result.manifest["before"], result.manifest["after"]
@@ -251,6 +298,7 @@ def _scheme(text: str):
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    _bitsandbytes_notices(args.attack or ())
     from .audit import AuditSettings, audit
 
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
@@ -280,7 +328,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    written = write_report(args.runs, args.out, redact=args.redact)
+    written = write_report(args.runs, args.out, text=args.text)
     print("wrote " + " and ".join(str(p) for p in written))
     return 0
 
@@ -293,30 +341,41 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_eval_parser(sub) -> None:
+def _add_eval_parser(sub, options: bool) -> None:
+    ev = sub.add_parser("eval", help="memorization metrics per sample (EL, MA, BERTScore, BLEU)")
+    ev.set_defaults(func=_cmd_eval)
+    if not options:
+        return
     from .evaluate import EvalSettings
 
-    ev = sub.add_parser("eval", help="memorization metrics per sample (EL, MA, BERTScore, BLEU)")
     ev.add_argument("--model", required=True, help="hub id, local folder, or smollm2-135m")
     ev.add_argument("--forget", required=True, help="forget set: lm-extraction:32_0, ids=..., file")
     ev.add_argument("--out", help="write memorization.jsonl and summary.json here")
     ev.add_argument("--redact", action="store_true", help="generations as hashes only")
     _add_settings(ev, EvalSettings)
-    ev.add_argument("--prefix-length", type=int, default=50, help="t0 for {id,text} files")
+    ev.add_argument("--prefix-length", type=int, default=50, help=PREFIX_LENGTH_HELP)
     ev.add_argument("--trust-remote-code", action="store_true", help="allow model code from hub")
     _add_judge_options(ev)
     _add_data_dir(ev)
-    ev.set_defaults(func=_cmd_eval)
 
 
-def _add_audit_parser(sub) -> None:
-    from .audit import AuditSettings
+PREFIX_LENGTH_HELP = (
+    "t0 for {id,text} files: the prompt's tokens (a text under 2 x t0 tokens is split in "
+    "the middle)"
+)
 
+
+def _add_audit_parser(sub, options: bool) -> None:
     au = sub.add_parser(
         "audit",
         help="evidence of forgetting beyond greedy decoding, per sequence, with verdicts",
         epilog="Exit code 3 when a sequence leaked (more than under --reference); 0 otherwise.",
     )
+    au.set_defaults(func=_cmd_audit)
+    if not options:
+        return
+    from .audit import AuditSettings
+
     au.add_argument("--model", required=True, help="the model to audit (hub id, folder, run)")
     au.add_argument("--forget", required=True, help="the sequences that must be forgotten")
     au.add_argument("--holdout", help="never-seen sequences like them: membership-test AUCs")
@@ -339,16 +398,19 @@ def _add_audit_parser(sub) -> None:
     )
     au.add_argument("--out", help="write audit.json here")
     au.add_argument("--redact", action="store_true", help="generated texts as hashes only")
-    au.add_argument("--prefix-length", type=int, default=50, help="t0 for {id,text} files")
+    au.add_argument("--prefix-length", type=int, default=50, help=PREFIX_LENGTH_HELP)
     _add_settings(au, AuditSettings)
     _add_data_dir(au)
-    au.set_defaults(func=_cmd_audit)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .demo import DemoSettings
-    from .memorize import MemorizeSettings
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command; with `command`, the options of that one alone: the others need only
+    their help line, and some options come from modules that import torch (seconds), which
+    `icu-unlearn --help` does without."""
     from .utility_run import UtilitySettings
+
+    def options(name: str) -> bool:
+        return command is None or command == name
 
     parser = argparse.ArgumentParser(
         prog="icu-unlearn",
@@ -357,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    _add_eval_parser(sub)
+    _add_eval_parser(sub, options("eval"))
 
     run = sub.add_parser(
         "run",
@@ -373,18 +435,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue a killed run from --out")
     run.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     run.add_argument("--redact", action="store_true", help="forgotten texts as hashes only")
+    run.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep checkpoints/ after the run finishes, to extend it later with --resume and "
+        "a larger max_epochs (default: removed; a killed run keeps them)",
+    )
     run.set_defaults(func=_cmd_run)
 
     me = sub.add_parser("memorize", help="fine-tune a model until it memorized given sequences")
-    _add_settings(me, MemorizeSettings)
-    me.add_argument("--resume", action="store_true", help="continue a killed planting from --out")
-    me.add_argument("--overwrite", action="store_true", help="replace the planting in --out")
     me.set_defaults(func=_cmd_memorize)
+    if options("memorize"):
+        from .memorize import MemorizeSettings
+
+        _add_settings(me, MemorizeSettings)
+        me.add_argument("--resume", action="store_true", help="continue a killed planting")
+        me.add_argument("--overwrite", action="store_true", help="replace the planting in --out")
 
     de = sub.add_parser("demo", help="the main job, offline on CPU, with the packaged model")
-    _add_settings(de, DemoSettings)
-    de.add_argument("--quick", action="store_true", help="a 2-sequence smoke version (CI)")
     de.set_defaults(func=_cmd_demo)
+    if options("demo"):
+        from .demo import DemoSettings
+
+        _add_settings(de, DemoSettings)
+        de.add_argument("--quick", action="store_true", help="a 2-sequence smoke version (CI)")
 
     ut = sub.add_parser("utility", help="the utility suite: perplexity, classification, dialogue")
     _add_settings(ut, UtilitySettings)
@@ -395,12 +469,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ut.set_defaults(func=_cmd_utility)
 
-    _add_audit_parser(sub)
+    _add_audit_parser(sub, options("audit"))
 
     rp = sub.add_parser("report", help="compare runs: tables, curves, timelines, generations")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
     rp.add_argument("--out", required=True, help="report.html or report.md (both are written)")
-    rp.add_argument("--redact", action="store_true", help="forgotten texts as hashes only")
+    rp.add_argument(
+        "--text",
+        action="store_true",
+        help="show the forgotten texts (prefixes, true suffixes, generations); by default they "
+        "are hashes, so that the report can be shared",
+    )
+    rp.add_argument("--redact", action="store_true", help="the default; accepted, does nothing")
     rp.set_defaults(func=_cmd_report)
 
     mt = sub.add_parser("methods", help="list the unlearning methods")
@@ -418,7 +498,9 @@ def _main_process() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # the command is the first word that is not an option: only its options are built
+    args = build_parser(next((a for a in argv if not a.startswith("-")), "")).parse_args(argv)
     try:
         _quiet_libraries()
         return args.func(args)

@@ -21,7 +21,7 @@ from .memorize import MemorizeSettings, memorize
 from .metrics.memorization import el_range
 from .models import load_model_and_tokenizer
 from .report import write_report
-from .table import text_table
+from .table import clip, text_table
 from .train import unlearn
 
 
@@ -131,7 +131,8 @@ def run_demo(settings: DemoSettings) -> dict:
     summary = _summary(before, after, set(ids[:count]), ppl_before, ppl_after, result)
     for line in summary["lines"]:
         print(line)
-    written = write_report([result.out], out / "report.html")
+    # the demo's sequences are public (lm-extraction): its report shows them
+    written = write_report([result.out], out / "report.html", text=True)
     print(f"\nreport: {written[0]} (and {written[1].name}); run: {result.out}")
     print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
     summary["seconds"] = round(time.perf_counter() - started, 1)
@@ -235,11 +236,6 @@ def _perplexity(model: str, settings: DemoSettings) -> dict:
     return {name: task["value"] for name, task in result["tasks"].items()}
 
 
-def _clip(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _sample_table(rows: list[dict], forget: set[str], suffixes: dict[str, str]) -> str:
     el = f"EL10 ({el_range(EvalSettings().el_window)})"  # `_memorization`'s range
     table = [["id", "asked", el, "MA", "true suffix", "model's continuation"]]
@@ -250,8 +246,8 @@ def _sample_table(rows: list[dict], forget: set[str], suffixes: dict[str, str]) 
                 "forget" if r["id"] in forget else "keep",
                 f"{r['el_10']:.3f}",
                 f"{r['ma']:.3f}",
-                _clip(suffixes[r["id"]], 38),
-                _clip(r["generation"], 38),
+                clip(suffixes[r["id"]], 38),
+                clip(r["generation"], 38),
             ]
         )
     return text_table(table)

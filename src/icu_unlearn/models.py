@@ -109,13 +109,25 @@ def gpt2_tokenizer() -> GPT2TokenizerFast:
     return GPT2TokenizerFast.from_pretrained(target)
 
 
+def _names_a_folder(spec: str) -> bool:
+    """Whether `spec` names a local path rather than a hub id ("name" or "org/name"): it
+    exists, starts like a path, has more parts than a hub id, or is "folder/name" with the
+    folder here (`runs/planted` where runs/ exists: a planting's --out, not a hub model)."""
+    path = Path(spec).expanduser()
+    return (
+        path.exists()
+        or spec.startswith((".", "/", "~"))
+        or spec.count("/") > 1
+        or ("/" in spec and path.parent.is_dir())
+    )
+
+
 def resolve_model_path(spec: str) -> str:
     """A packaged alias becomes its converted folder; a path must exist; anything else is a hub id."""
     if spec in PACKAGED_MODELS:
         return str(packaged_model_dir(spec))
     path = Path(spec).expanduser()
-    # Hub ids are "name" or "org/name"; anything else that names a path must be one.
-    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+    if _names_a_folder(spec):
         if not path.is_dir():
             raise UsageError(
                 f"model folder {spec!r} does not exist; give a folder written by "
@@ -171,6 +183,11 @@ def load_model(
             f"({_first_line(err)}); give an AutoModelForCausalLM checkpoint"
         ) from err
     except OSError as err:
+        if not Path(path).is_dir():  # a hub id, or a folder that is not here
+            raise UsageError(
+                f"no model folder {spec!r} here, and the hub did not give it either "
+                f"({_first_line(err)})"
+            ) from err
         raise UsageError(
             f"cannot load model {spec!r} ({_first_line(err)}); check the id or folder, "
             "and that it holds model.safetensors"

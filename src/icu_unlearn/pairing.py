@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .io import atomic_write_bytes
 from .paths import cache_dir
@@ -67,14 +68,23 @@ def embed(texts: Sequence[str], encoder: str | None = None, batch_size: int = 64
     path = cache_dir() / "embeddings" / f"{key}.npy"
     if path.exists():
         return np.load(path)
-    vectors = _encoder(encoder).encode(
-        list(texts),
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=progress,
-    )
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    model = _encoder(encoder)
+    # one batch an encode call, longest texts first as the library batches them, so that
+    # the progress bar is ours and says what it counts (the library's says "Batches")
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    vectors = np.zeros((len(texts), model.get_embedding_dimension()), np.float32)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(
+        starts, desc="embedding texts for pairing", unit="batch", disable=not progress
+    ):
+        rows = order[start : start + batch_size]
+        vectors[rows] = model.encode(
+            [texts[i] for i in rows],
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
     buffer = io.BytesIO()
     np.save(buffer, vectors)
     atomic_write_bytes(path, buffer.getvalue())

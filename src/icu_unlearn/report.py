@@ -1,6 +1,7 @@
 """Reports of finished runs: a Table-1-style comparison, per-epoch curves, a per-sample
 removal timeline and before/after generations, as Markdown and one self-contained HTML
-page. With `redact`, every forgotten text (prefix, suffix, generations) becomes a hash.
+page. Every forgotten text (prefix, true suffix, generations) is a hash unless `text` asks
+for it: a report is written to be shared.
 """
 
 from __future__ import annotations
@@ -337,6 +338,9 @@ def _end_state_markdown(run: RunRecord) -> list[str]:
 
 def render_markdown(runs: list[RunRecord], redact: bool = False) -> str:
     parts = ["# icu-unlearn report\n", "## Comparison\n", markdown_table(runs)]
+    if redact:
+        note = "Forgotten texts are shown as hashes (`icu-unlearn report --text` shows them).\n"
+        parts.insert(1, note)
     for run in runs:
         parts += _end_state_markdown(run)
     for run in runs:
@@ -418,7 +422,12 @@ def render_html(runs: list[RunRecord], redact: bool = False) -> str:
             "<th>prefix</th><th>true suffix</th><th>before</th><th>after</th></tr></thead>"
             f"<tbody>{gen_rows}</tbody></table>"
         )
-    note = "<p><b>Redacted:</b> forgotten texts are shown as hashes.</p>" if redact else ""
+    note = (
+        "<p><b>Redacted:</b> forgotten texts are shown as hashes "
+        "(<code>icu-unlearn report --text</code> shows them).</p>"
+        if redact
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>icu-unlearn report</title>
 <style>
@@ -435,8 +444,9 @@ img {{ max-width: 100%; }}
 """
 
 
-def write_report(run_dirs, out: str | Path, redact: bool = False) -> list[Path]:
-    """The report of `run_dirs` as `out` (.html or .md) and its sibling of the other kind."""
+def write_report(run_dirs, out: str | Path, text: bool = False) -> list[Path]:
+    """The report of `run_dirs` as `out` (.html or .md) and its sibling of the other kind;
+    forgotten texts as hashes unless `text`."""
     if not run_dirs:
         raise UsageError("give at least one run directory")
     runs = [load_run(d) for d in run_dirs]
@@ -446,6 +456,6 @@ def write_report(run_dirs, out: str | Path, redact: bool = False) -> list[Path]:
     if out.parent.exists() and not out.parent.is_dir():
         raise UsageError(f"cannot write {out}: {out.parent} is not a directory")
     html_path, md_path = out.with_suffix(".html"), out.with_suffix(".md")
-    atomic_write_text(html_path, render_html(runs, redact))
-    atomic_write_text(md_path, render_markdown(runs, redact))
+    atomic_write_text(html_path, render_html(runs, redact=not text))
+    atomic_write_text(md_path, render_markdown(runs, redact=not text))
     return [html_path, md_path]

@@ -48,9 +48,7 @@ def check_out(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> No
         raise UsageError(f"--out {out} is a file; give a directory")
     if resume:
         if not (out / "checkpoints" / "LATEST").exists():
-            raise UsageError(
-                f"nothing to resume in {out}: it has no checkpoint; run without --resume"
-            )
+            raise UsageError(_nothing_to_resume(out))
         saved = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
         if saved and _resumable(yaml.safe_load(saved)) != _resumable(config.to_dict()):
             raise UsageError(
@@ -230,3 +228,23 @@ def _processes(setup: RunSetup) -> dict:
         if config.batch_size == "all"
         else micro_size(config.batch_size, config.grad_accum, setup.procs.world),
     }
+
+
+def remove_checkpoints(out: Path) -> None:
+    """A finished run's checkpoints/ go (the newest epoch's weights and Adam's moments:
+    three times the model's size); a run that keeps them can be extended with --resume."""
+    if (out / "checkpoints").exists():
+        shutil.rmtree(out / "checkpoints")
+
+
+def _nothing_to_resume(out: Path) -> str:
+    manifest = out / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("status") not in (
+        "running",
+        "interrupted",
+    ):
+        return (
+            f"nothing to resume in {out}: the run finished and its checkpoints were removed; "
+            "to extend a run later, start it with --keep-checkpoints"
+        )
+    return f"nothing to resume in {out}: it has no checkpoint; run without --resume"

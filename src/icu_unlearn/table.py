@@ -13,3 +13,9 @@ def text_table(rows: list[list[str]]) -> str:
 
 def cell(value) -> str:
     return "–" if value is None else f"{value:.4f}"
+
+
+def clip(text: str, width: int) -> str:
+    """`text` on one line (its whitespace runs as single spaces), cut to `width` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"

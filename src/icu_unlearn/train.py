@@ -52,9 +52,14 @@ class UnlearnResult:
 
 
 def unlearn(
-    config: RunConfig, resume: bool = False, overwrite: bool = False, progress: bool = True
+    config: RunConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    keep_checkpoints: bool = False,
 ) -> UnlearnResult:
-    """Run `config.method` on `config.model` until the forget set is forgotten."""
+    """Run `config.method` on `config.model` until the forget set is forgotten. A finished
+    run removes its checkpoints unless `keep_checkpoints` (to extend it with `resume`)."""
     setup, run = set_up(config, resume, overwrite, progress)
     try:
         _run_epochs(setup, run, progress and setup.procs.main)
@@ -67,7 +72,7 @@ def unlearn(
                 file=sys.stderr,
             )
         raise
-    return _finish(setup, run)
+    return _finish(setup, run, keep_checkpoints)
 
 
 def _run_epochs(setup: RunSetup, run: RunProgress, progress: bool) -> None:
@@ -356,7 +361,7 @@ def _release_training_state(setup: RunSetup) -> None:
         setup.original.to("meta")
 
 
-def _finish(setup: RunSetup, run: RunProgress) -> UnlearnResult:
+def _finish(setup: RunSetup, run: RunProgress, keep_checkpoints: bool) -> UnlearnResult:
     _score_the_end(setup, run)
     original = _original_check(setup)  # before a LoRA merge changes the base
     # sharded weights are gathered whole (a collective); replicated ones are whole already
@@ -375,4 +380,6 @@ def _finish(setup: RunSetup, run: RunProgress) -> UnlearnResult:
     audited = _audit(setup) if setup.procs.main else None
     record = run_dir.write_manifest(setup, run, finished=True, original=original, audit=audited)
     setup.procs.wait()
+    if setup.procs.main and not keep_checkpoints:  # last: a crash before it can still resume
+        run_dir.remove_checkpoints(setup.out)
     return UnlearnResult(setup.out, run.status, record, run.epochs, run.samples)

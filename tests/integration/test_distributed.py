@@ -131,7 +131,11 @@ def test_resume_on_two_processes_of_a_one_process_run(scenario, tmp_path):
     then --resume on two, ends where 4 epochs on one process end."""
     settings = _settings(scenario, max_epochs=2)
     pairs = [f"{k}={v}" for k, v in settings.items()]
-    unlearn(load_config(None, [*pairs, f"out={tmp_path / 'part'}"]), progress=False)
+    unlearn(
+        load_config(None, [*pairs, f"out={tmp_path / 'part'}"]),
+        progress=False,
+        keep_checkpoints=True,
+    )
     config = tmp_path / "run.yaml"
     config.write_text(
         "".join(f"{k}: {v}\n" for k, v in (settings | {"max_epochs": 4}).items() if "." not in k)

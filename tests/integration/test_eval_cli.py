@@ -12,6 +12,16 @@ import pytest
 from icu_unlearn.models import gpt2_tokenizer, prepare_tokenizer
 from tests.conftest import ROOT, tiny_gpt_neo
 
+# What third-party libraries printed on every command before they were quieted:
+# bitsandbytes (imported by peft) and DeepSpeed (imported by save_pretrained, via accelerate);
+# and any Python warning ("FutureWarning: ...").
+THIRD_PARTY = ("bitsandbytes", "kernels-community", "DeepSpeed", "real_accelerator", "Warning:")
+
+
+def third_party_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    lines = (proc.stdout + proc.stderr).replace("\r", "\n").splitlines()
+    return [line for line in lines if any(word in line for word in THIRD_PARTY)]
+
 
 def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(ROOT)} | (env or {})
@@ -79,6 +89,49 @@ def test_eval_writes_per_sample_metrics_and_summary(tiny_model_dir, forget_file,
         assert summary[key] == pytest.approx(sum(r[key] for r in rows) / 3)
     assert summary["num_samples"] == 3 and summary["settings"]["el_n"] == 2
     assert "mean" in proc.stdout and "phone" in proc.stdout
+    # per sample: how many tokens prompt the model and how many are tested
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:3] == ["id", "prompt", "tested"]
+    mail = next(line.split() for line in lines if line.startswith("mail "))
+    assert mail[1:3] == [str(rows[1]["prefix_tokens"]), str(rows[1]["suffix_tokens"])]
+    # and the true suffix beside the greedy continuation
+    texts = lines[next(i for i, x in enumerate(lines) if "true suffix" in x) :]
+    assert texts[0].split()[0] == "id" and "greedy continuation" in texts[0]
+    phone = next(line for line in texts if line.startswith("phone "))
+    assert "555-0134, extension 12." in phone
+    assert third_party_lines(proc) == []
+
+
+def test_help_does_not_load_torch():
+    """`icu-unlearn --help` builds the commands' names and help lines only: no torch, no
+    transformers (seconds to import)."""
+    code = (
+        "import sys\n"
+        "from icu_unlearn.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
+    for command in ("eval", "run", "memorize", "demo", "utility", "audit", "report", "data"):
+        assert f"    {command} " in proc.stdout
+
+
+def test_a_missing_local_model_folder_is_named(tmp_path):
+    """ "tests/no-such-model" could be a hub id (org/name), but tests/ is a folder here: a
+    missing folder, said so, without asking the hub."""
+    proc = run_cli("eval", "--model", "tests/no-such-model", "--forget", "lm-extraction:ids=1")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "icu-unlearn: error: model folder 'tests/no-such-model' does not exist; give a folder "
+        "written by save_pretrained, a hub id, or one of: smollm2-135m"
+    ]
 
 
 def _bad(tmp_path, name, text):
@@ -89,16 +142,14 @@ def _bad(tmp_path, name, text):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing field", "empty file", "prefix is the whole sequence", "unknown doc_id", "no model"],
+    ["missing field", "empty file", "text too short to split", "unknown doc_id", "no model"],
 )
 def test_bad_input_exits_2_with_one_line_and_no_files(case, tiny_model_dir, tmp_path, data_dir):
     model = str(tiny_model_dir)
     forget = {
         "missing field": lambda: _bad(tmp_path, "a.jsonl", '{"id": 1, "prefix": "x"}\n'),
         "empty file": lambda: _bad(tmp_path, "b.jsonl", ""),
-        "prefix is the whole sequence": lambda: _bad(
-            tmp_path, "c.jsonl", '{"id": 1, "text": "only four words here"}\n'
-        ),
+        "text too short to split": lambda: _bad(tmp_path, "c.jsonl", '{"id": 1, "text": "hi"}\n'),
         "unknown doc_id": lambda: "lm-extraction:ids=99999",
         "no model": lambda: "lm-extraction:ids=1",
     }[case]()

@@ -126,7 +126,9 @@ def test_redraws_are_deterministic_across_resume(scenario, tmp_path, method):
         _config(scenario, tmp_path / "whole", method=method, max_epochs=3), progress=False
     )
     part = unlearn(
-        _config(scenario, tmp_path / "part", method=method, max_epochs=2), progress=False
+        _config(scenario, tmp_path / "part", method=method, max_epochs=2),
+        progress=False,
+        keep_checkpoints=True,
     )
     resumed = unlearn(
         _config(scenario, tmp_path / "part", method=method, max_epochs=3), resume=True,
@@ -346,7 +348,11 @@ def test_a_floored_icu_run_resumes_to_the_uninterrupted_run(scenario, tmp_path):
     uninterrupted run ends."""
     keys = {"stop.reference": str(scenario["base"]), "stop.token_floor": 1.0, "lr": 1e-4}
     whole = unlearn(_config(scenario, tmp_path / "whole", max_epochs=3, **keys), progress=False)
-    part = unlearn(_config(scenario, tmp_path / "part", max_epochs=2, **keys), progress=False)
+    part = unlearn(
+        _config(scenario, tmp_path / "part", max_epochs=2, **keys),
+        progress=False,
+        keep_checkpoints=True,
+    )
     assert part.manifest["epochs"] == 2
     resumed = unlearn(
         _config(scenario, tmp_path / "part", max_epochs=3, **keys), resume=True, progress=False

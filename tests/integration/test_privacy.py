@@ -40,8 +40,8 @@ def test_redacted_run_and_report_never_contain_forgotten_text(scenario, tmp_path
     assert len(texts) >= 4 * 2  # every prefix and suffix at least
 
     redacted = tmp_path / "redacted"
-    proc = _run(scenario, redacted, "--redact")
-    report = run_cli("report", str(redacted), "--out", str(tmp_path / "report.html"), "--redact")
+    proc = _run(scenario, redacted, "--redact", "--keep-checkpoints")
+    report = run_cli("report", str(redacted), "--out", str(tmp_path / "report.html"))
     assert report.returncode == 0, report.stderr
     files = [p for p in redacted.rglob("*") if p.is_file()]
     files += [tmp_path / "report.html", tmp_path / "report.md"]

@@ -1,4 +1,5 @@
-"""`icu-unlearn report` on real (tiny) runs: tables, plots, generations; --redact hides them."""
+"""`icu-unlearn report` on real (tiny) runs: tables, plots, generations; the forgotten texts
+as hashes unless --text asks for them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from icu_unlearn import load_config, unlearn
 from icu_unlearn.models import gpt2_tokenizer
+from icu_unlearn.privacy import TEXT_FIELDS
 from tests.integration.test_eval_cli import run_cli
 from tests.scenario import write_scenario
 
@@ -38,18 +40,19 @@ def runs(tmp_path_factory, data_dir):
             ],
         )
         unlearn(config, progress=False)
+        assert not (out / "checkpoints").exists()  # a finished run's are removed
         dirs.append(out)
     return dirs
 
 
 def _forgotten_texts(run_dir) -> list[str]:
     rows = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
-    texts = [r[k] for r in rows for k in ("prefix", "reference", "generation") if r.get(k)]
+    texts = [r[k] for r in rows for k in TEXT_FIELDS if r.get(k)]
     return [t for t in texts if len(t.strip()) >= 8]
 
 
 def test_report_has_the_comparison_curves_and_generations(runs, tmp_path):
-    proc = run_cli("report", *map(str, runs), "--out", str(tmp_path / "report.html"))
+    proc = run_cli("report", *map(str, runs), "--out", str(tmp_path / "report.html"), "--text")
     assert proc.returncode == 0, proc.stderr
     page = (tmp_path / "report.html").read_text()
     markdown = (tmp_path / "report.md").read_text()
@@ -60,13 +63,16 @@ def test_report_has_the_comparison_curves_and_generations(runs, tmp_path):
         assert f"<td>{run.name}</td><td>{manifest['method']}</td>" in page
         assert f"| {run.name} | {manifest['method']} | {manifest['status']} |" in markdown
     assert "retained MA" in markdown and "held-out PPL" in markdown
-    # without --redact the before/after table shows the texts themselves
+    # with --text the before/after table shows the texts themselves
     first = json.loads((runs[0] / "samples.jsonl").read_text().splitlines()[0])
     assert html.escape(first["true_suffix"]) in page
 
 
-def test_redacted_report_contains_no_forgotten_text(runs, tmp_path):
-    proc = run_cli("report", *map(str, runs), "--out", str(tmp_path / "r.md"), "--redact")
+@pytest.mark.parametrize("flags", [(), ("--redact",)])
+def test_a_report_without_text_contains_no_forgotten_text(runs, tmp_path, flags):
+    """By default (and with --redact, kept as a no-op for old command lines) every prefix,
+    true suffix and generation is a hash: a report is written to be shared."""
+    proc = run_cli("report", *map(str, runs), "--out", str(tmp_path / "r.md"), *flags)
     assert proc.returncode == 0, proc.stderr
     outputs = [(tmp_path / "r.html").read_text(), (tmp_path / "r.md").read_text()]
     texts = [t for run in runs for t in _forgotten_texts(run)]
@@ -75,6 +81,7 @@ def test_redacted_report_contains_no_forgotten_text(runs, tmp_path):
         for form in {text, html.escape(text), text.replace("\n", "⏎"), text.strip()[:24]}:
             assert all(form not in out for out in outputs), form
     assert "[redacted sha256:" in outputs[0] and "[redacted sha256:" in outputs[1]
+    assert all("report --text" in out for out in outputs)  # how to see them
 
 
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):

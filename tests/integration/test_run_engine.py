@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 from icu_unlearn import evaluate, load_config, unlearn
 from icu_unlearn.evaluate import EvalSettings
 from icu_unlearn.report import load_run, markdown_table
-from tests.integration.test_eval_cli import run_cli
+from tests.integration.test_eval_cli import run_cli, third_party_lines
 from tests.run_logs import scored_alike, without_times
 
 
@@ -75,7 +75,9 @@ def _config(scenario, out, **extra):
 
 def test_resume_equals_an_uninterrupted_run(scenario, tmp_path):
     whole = unlearn(_config(scenario, tmp_path / "whole", max_epochs=3), progress=False)
-    part = unlearn(_config(scenario, tmp_path / "part", max_epochs=2), progress=False)
+    part = unlearn(
+        _config(scenario, tmp_path / "part", max_epochs=2), progress=False, keep_checkpoints=True
+    )
     assert part.manifest["epochs"] == 2
     resumed = unlearn(
         _config(scenario, tmp_path / "part", max_epochs=3), resume=True, progress=False
@@ -112,6 +114,36 @@ def test_a_used_run_directory_is_refused(scenario, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
 
 
+def test_a_finished_run_removes_its_checkpoints_and_says_so_on_resume(scenario, tmp_path):
+    """checkpoints/ (weights and optimizer state) goes when a run ends, out of epochs here;
+    --resume of that run is then one line. The command prints nothing of the libraries it
+    loads (before: bitsandbytes' "Failed to load CPU gemm_4bit_forward from
+    kernels-community" through peft, DeepSpeed's "Setting accelerator to CPU" through
+    save_pretrained)."""
+    out = tmp_path / "finished"
+    args = [
+        "run",
+        *("--set", f"model={scenario['planted_model']}"),
+        *("--set", f"forget={scenario['forget']}"),
+        *("--set", f"analogous.pool={scenario['pool']}"),
+        *("--set", "prefix_length=20", "--set", "max_epochs=1"),
+        *("--out", str(out)),
+    ]
+    proc = run_cli(*args)
+    assert proc.returncode == 3, proc.stderr  # one epoch is too few: incomplete
+    assert (out / "model").is_dir() and not (out / "checkpoints").exists()
+    assert third_party_lines(proc) == []
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 2
+    assert resumed.stderr.splitlines() == [
+        f"icu-unlearn: error: nothing to resume in {out}: the run finished and its checkpoints "
+        "were removed; to extend a run later, start it with --keep-checkpoints"
+    ]
+    kept = tmp_path / "kept"
+    proc = run_cli(*args[:-1], str(kept), "--keep-checkpoints")
+    assert proc.returncode == 3 and (kept / "checkpoints" / "LATEST").is_file()
+
+
 def test_methods_lists_the_registry():
     proc = run_cli("methods")
     assert proc.returncode == 0 and proc.stdout.startswith("icu ")
@@ -130,7 +162,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_model(scenario, tmp_path,
     monkeypatch.setitem(
         METHODS, "icu", icu.METHOD.__class__(**{**icu.METHOD.__dict__, "loss": exploding})
     )
-    result = unlearn(_config(scenario, tmp_path / "nan", max_epochs=5), progress=False)
+    result = unlearn(
+        _config(scenario, tmp_path / "nan", max_epochs=5), progress=False, keep_checkpoints=True
+    )
     assert result.status == "diverged" and result.manifest["epochs"] == 1
     assert "loss became nan at epoch 2" in result.epochs[-1]["diverged"]
     kept = load_file(result.model_dir / "model.safetensors")
