@@ -32,7 +32,12 @@ class MemorizeSettings:
     )
     batch_size: int = field(default=8, metadata={"help": "sequences per update"})
     seed: int = field(default=42, metadata={"help": "order of the sequences each epoch"})
-    prefix_length: int = field(default=50, metadata={"help": "t0 for {id,text} files"})
+    prefix_length: int = field(
+        default=50,
+        metadata={
+            "help": "t0 for {id,text} files (a text under 2 x t0 tokens: split in the middle)"
+        },
+    )
     data_dir: str | None = field(default=None, metadata={"help": "offline data mirror"})
 
 
