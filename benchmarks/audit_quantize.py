@@ -38,7 +38,7 @@ def _audit(name: str, model: str, out: Path) -> dict:
             FORGET,
             holdout=HOLDOUT,
             reference=REFERENCE,
-            settings=AuditSettings(el_window=True, num_samples=0, num_beams=0),
+            settings=AuditSettings(el_window=True),
             out=out / name,
             attacks=ATTACKS,
         )

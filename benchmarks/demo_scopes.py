@@ -67,10 +67,15 @@ def _perplexity(model: str) -> dict:
 
 
 def _audit(model: str, attacks: list[str]) -> dict:
-    settings = AuditSettings(el_window=True, num_samples=20, num_beams=2)
+    settings = AuditSettings(el_window=True)
     started = time.perf_counter()
     result = audit(
-        model, FORGET, holdout=HOLDOUT, reference=REFERENCE, settings=settings, attacks=attacks
+        model,
+        FORGET,
+        holdout=HOLDOUT,
+        reference=REFERENCE,
+        settings=settings,
+        attacks=["sample:20", "beam:2", *attacks],
     )
     return result.to_dict() | {
         "summary": result.summary_line(),

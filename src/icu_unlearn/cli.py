@@ -386,8 +386,10 @@ def _add_audit_parser(sub, options: bool) -> None:
         "--attack",
         action="append",
         metavar="ATTACK",
-        help="quantize:4, quantize:8 (simulated), bnb:4, bnb:8 (bitsandbytes) or relearn, "
-        "each followed by the same measurements",
+        help="sample[:N] (the sampling attack, N samples a sequence, default 100) and "
+        "beam[:WIDTH] (beam search, default 4): off unless given; quantize:4, quantize:8 "
+        "(simulated), bnb:4, bnb:8 (bitsandbytes) or relearn, each followed by the same "
+        "measurements (repeatable)",
     )
     au.add_argument(
         "--scheme",

@@ -359,18 +359,12 @@ class AuditRunConfig:
         default=None,
         metadata={"help": "never-seen sequences like the forget set: membership AUCs"},
     )
-    num_samples: int = field(
-        default=0,
-        metadata={
-            "help": "the sampling attack's samples and the beam attack's width; 0 skips them so the end-of-run audit costs a few forward passes (`icu-unlearn audit` runs them all)"
-        },
-    )
-    num_beams: int = field(
-        default=0, metadata={"help": "the beam attack's width; 0 skips it, as num_samples"}
-    )
     attacks: list[str] = field(
         default_factory=list,
-        metadata={"help": "attacks on the result: quantize:4, quantize:8, bnb:4, bnb:8, relearn"},
+        metadata={
+            "help": "attacks on the result: sample[:N] and beam[:WIDTH] (decoding, off unless "
+            "given), quantize:4, quantize:8, bnb:4, bnb:8, relearn"
+        },
     )
     schemes: list[SamplingScheme] = _as_audit("schemes")
     attacker_samples: list[int] = _as_audit("attacker_samples")

@@ -207,7 +207,7 @@ def _memorization(model: str, spec: str, settings: DemoSettings) -> list[dict]:
 
 
 def _audit(model: str, forget: str, settings: DemoSettings) -> str:
-    """The cheap audit (no sampling or beam attack) of `model` on the sequences to forget."""
+    """The default audit (no sampling or beam attack) of `model` on the sequences to forget."""
     from .audit import AuditSettings, audit
 
     result = audit(
@@ -215,7 +215,7 @@ def _audit(model: str, forget: str, settings: DemoSettings) -> str:
         forget,
         holdout=settings.holdout,
         reference=settings.model,
-        settings=AuditSettings(el_window=True, num_samples=0, num_beams=0),
+        settings=AuditSettings(el_window=True),
         data_dir=settings.data_dir,
     )
     return result.summary_line()

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
+from tests.conftest import ROOT
 from tests.integration.test_eval_cli import run_cli
 
 
-def _audit(scenario, out, *extra):
+def _audit(scenario, out, *extra, env=None):
     return run_cli(
         "audit", "--model", str(scenario["planted_model"]), "--forget", str(scenario["forget"]),
-        "--reference", str(scenario["base"]), "--prefix-length", "20", "--num-samples", "8",
-        "--num-beams", "2", "--out", str(out), *extra,
+        "--reference", str(scenario["base"]), "--prefix-length", "20", "--attack", "sample:8",
+        "--attack", "beam:2", "--out", str(out), *extra, env=env,
     )  # fmt: skip
 
 
 def test_every_planted_sequence_leaks_under_the_planted_model(scenario, tmp_path):
-    proc = _audit(scenario, tmp_path / "audit", "--holdout", str(scenario["heldout"]))
+    env = {"ICU_CACHE_DIR": str(tmp_path / "cache")}
+    proc = _audit(scenario, tmp_path / "audit", "--holdout", str(scenario["heldout"]), env=env)
     assert proc.returncode == 3, proc.stderr  # 3: something leaked
+    assert "from the cache" not in proc.stderr
     result = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert result["settings"]["num_samples"] == 8 and result["settings"]["num_beams"] == 2
     assert result["aggregates"]["verdicts"]["leaked"] == 4
     for s in result["sequences"]:
         assert s["verdict"] == "leaked" and "greedy_exact" in s["leaked_by"]
@@ -26,6 +33,14 @@ def test_every_planted_sequence_leaks_under_the_planted_model(scenario, tmp_path
     # membership: the planted suffixes are far likelier than never-seen ones
     assert result["aggregates"]["membership"]["loss"]["auc_model"] > 0.9
     assert "4 leaked" in proc.stdout
+    # again: the reference's measurements come from the cache, and the audit is the same
+    again = _audit(scenario, tmp_path / "again", "--holdout", str(scenario["heldout"]), env=env)
+    assert again.returncode == 3, again.stderr
+    assert "reference model: forget measurements from the cache" in again.stderr
+    repeated = json.loads((tmp_path / "again" / "audit.json").read_text())
+    for data in (result, repeated):
+        del data["settings"]["seconds"]
+    assert repeated == result
 
 
 def test_a_holdout_that_was_planted_is_refused(scenario, tmp_path):
@@ -62,3 +77,26 @@ def test_a_run_audits_its_result(scenario, tmp_path):
         (0.5, None),
     ]
     assert [len(r["model"]["probabilistic"]) for r in audited["sequences"]] == [2] * 4
+
+
+def test_bitsandbytes_is_imported_by_a_bnb_attack_only(scenario, tmp_path):
+    """Importing bitsandbytes costs seconds and, on some CPUs, prints a kernel-download
+    warning: the audit's modules and an audit without a bnb attack never import it."""
+    args = [
+        "audit", "--model", str(scenario["planted_model"]), "--forget", str(scenario["forget"]),
+        "--reference", str(scenario["base"]), "--prefix-length", "20", "--attack", "sample:2",
+        "--attack", "beam:2", "--attack", "quantize:4", "--el-n", "2",
+    ]  # fmt: skip
+    code = (
+        "import sys, icu_unlearn.audit, icu_unlearn.audit.api, icu_unlearn.audit.attacks, "
+        "icu_unlearn.audit.cache, icu_unlearn.audit.settings, icu_unlearn.cli\n"
+        "assert 'bitsandbytes' not in sys.modules, 'imported by the modules'\n"
+        f"code = icu_unlearn.cli.main({args!r})\n"
+        "print('exit', code, 'bitsandbytes' in sys.modules)\n"
+    )
+    env = os.environ | {"PYTHONPATH": str(ROOT), "ICU_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "exit 3 False" in proc.stdout  # audited (the planted sequences leak), no bitsandbytes

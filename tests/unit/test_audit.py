@@ -31,6 +31,7 @@ from icu_unlearn.audit.extraction import (
     extraction_strength,
     log10_or_none,
 )
+from icu_unlearn.audit.measure import measure_forget, measure_holdout
 from icu_unlearn.audit.membership import (
     auc,
     loss,
@@ -50,7 +51,7 @@ from icu_unlearn.data.forget import ForgetSample
 from icu_unlearn.errors import UsageError
 from icu_unlearn.generation import generate_continuations
 from icu_unlearn.metrics.memorization import memorization_scores
-from icu_unlearn.models import weights_digest
+from icu_unlearn.models import load_model_and_tokenizer, weights_digest
 from icu_unlearn.scoring import teacher_forced
 from tests.conftest import tiny_llama
 
@@ -544,7 +545,6 @@ def test_settings_validation_names_the_fix():
         {"schemes": [{"top_q": 3}]},
         {"schemes": [{"temperature": 0}]},
         {"mia_k": 0},
-        {"num_samples": -1},
         {"leak_chance": 1.5},
         {"sampler": {"top_p": 2}},
     ):
@@ -552,7 +552,10 @@ def test_settings_validation_names_the_fix():
             AuditSettings(**bad)
     assert parse_attack("quantize:4") == ("quantize", 4) and parse_attack("relearn")[0] == "relearn"
     assert parse_attack("bnb:4") == ("bnb", 4) and parse_attack("bnb:8") == ("bnb", 8)
-    for bad in ("quantize", "quantize:1", "prune:4", "bnb:3", "bnb"):
+    # the decoding attacks, off unless asked: 100 samples and 4 beams when no size is given
+    assert parse_attack("sample") == ("sample", 100) and parse_attack("sample:7") == ("sample", 7)
+    assert parse_attack("beam") == ("beam", 4) and parse_attack("beam:2") == ("beam", 2)
+    for bad in ("quantize", "quantize:1", "prune:4", "bnb:3", "bnb", "sample:0", "beam:x"):
         with pytest.raises(UsageError, match="quantize:BITS"):
             parse_attack(bad)
 
@@ -593,10 +596,17 @@ def _samples(model, gpt2, count, greedy, seed, t0=10, length=12):
     return samples
 
 
-CHEAP = AuditSettings(el_n=4, num_samples=8, num_beams=2)
+CHEAP = AuditSettings(el_n=4)
+DECODING = ("sample:8", "beam:2")  # the sampling and beam attacks, small
 
 
-def test_audit_verdicts_json_and_redaction(gpt2, tmp_path):
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Each test its own cache: the reference's cached measurements stay within it."""
+    monkeypatch.setenv("ICU_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_audit_verdicts_json_and_redaction(gpt2, tmp_path, monkeypatch):
     model = _subject(gpt2)
     known = _samples(model, gpt2, 2, greedy=True, seed=1)  # greedy writes these
     unknown = _samples(model, gpt2, 2, greedy=False, seed=2)
@@ -604,7 +614,15 @@ def test_audit_verdicts_json_and_redaction(gpt2, tmp_path):
     forget = known + unknown
 
     # The reference is the model itself: whatever leaks, leaks "as the reference".
-    same = audit(model, forget, tokenizer=gpt2, holdout=holdout, reference=model, settings=CHEAP)
+    same = audit(
+        model,
+        forget,
+        tokenizer=gpt2,
+        holdout=holdout,
+        reference=model,
+        settings=CHEAP,
+        attacks=DECODING,
+    )
     assert [s["verdict"] for s in same.sequences] == ["as_reference"] * 2 + ["not_extractable"] * 2
     assert same.summary_line() == "2 of 4 not extractable, 2 as the reference model, 0 leaked"
     assert all(a["privleak"] == 0.0 for a in same.aggregates["membership"].values())
@@ -618,6 +636,7 @@ def test_audit_verdicts_json_and_redaction(gpt2, tmp_path):
         reference=other,
         settings=CHEAP,
         out=tmp_path / "plain",
+        attacks=DECODING,
     )
     rows = result.sequences
     assert [s["verdict"] for s in rows] == ["leaked"] * 2 + ["not_extractable"] * 2
@@ -627,6 +646,7 @@ def test_audit_verdicts_json_and_redaction(gpt2, tmp_path):
     assert result.aggregates["verdicts"] == {"leaked": 2, "as_reference": 0, "not_extractable": 2}
     assert set(result.aggregates["membership"]) == {"loss", "zlib", "min_k", "min_k_pp"}
     assert result.aggregates["holdout"]["reference"]["nll"] > 0
+    assert all(r["model"]["sampling"] and r["model"]["beam"] for r in rows)  # asked for
     table = result.table()
     assert "leaked" in table and "PrivLeak" in table and result.summary_line() in table
     assert {"sample", "run", "beam"} <= set(table.splitlines()[0].split())
@@ -639,6 +659,7 @@ def test_audit_verdicts_json_and_redaction(gpt2, tmp_path):
     assert data["sequences"][0]["model"]["greedy"]["generation"] == known[0].suffix
     assert data["settings"]["schemes"] == [{"temperature": 1.0, "top_k": 40, "top_p": None}]
 
+    monkeypatch.setenv("ICU_CACHE_DIR", str(tmp_path / "redacted-cache"))
     audit(
         model,
         forget,
@@ -648,13 +669,111 @@ def test_audit_verdicts_json_and_redaction(gpt2, tmp_path):
         settings=CHEAP,
         out=tmp_path / "redacted",
         redact=True,
-        attacks=("quantize:8",),
+        attacks=(*DECODING, "quantize:8"),
     )
     redacted = (tmp_path / "redacted" / "audit.json").read_text()
     assert known[0].suffix.strip() and known[0].suffix not in redacted
     assert json.dumps(known[0].suffix)[1:-1] not in redacted
     assert "[redacted sha256:" in redacted
-    assert "quantize:8" in json.loads(redacted)["attacks"]
+    assert list(json.loads(redacted)["attacks"]) == ["quantize:8"]
+    beams = [r["model"]["beam"]["beam_generation"] for r in json.loads(redacted)["sequences"]]
+    assert all(b.startswith("[redacted sha256:") for b in beams)
+    # nor does the reference's cache hold a generated text of a redacted audit
+    entries = (tmp_path / "redacted-cache" / "audit-reference").glob("*.json")
+    cached = [r for e in entries for r in json.loads(e.read_text())["rows"] if "greedy" in r]
+    texts = [r["greedy"]["generation"] for r in cached]
+    texts += [r["sampling"]["best_sample"] for r in cached]
+    assert len(cached) == 4 and all(t.startswith("[redacted sha256:") for t in texts)
+
+    # by default neither decoding attack runs, and the table has no column for them
+    plain = audit(model, forget, tokenizer=gpt2, settings=CHEAP)
+    assert all(
+        r["model"]["sampling"] is None and r["model"]["beam"] is None for r in plain.sequences
+    )
+    assert plain.settings["num_samples"] == 0 and plain.settings["num_beams"] == 0
+    header = plain.table().splitlines()[0].split()
+    assert "sample" not in header and "beam" not in header and "NLL" in header
+
+
+def _without_seconds(result) -> dict:
+    data = result.to_dict()
+    del data["settings"]["seconds"]
+    return data
+
+
+def test_reference_measurements_are_cached_by_content(gpt2, tmp_path, monkeypatch):
+    """The second audit of the same reference on the same sequences under the same
+    settings neither loads nor measures the reference, and writes the same audit.json;
+    other sequences, other measuring settings or other weights measure it afresh."""
+    import icu_unlearn.audit.api as api
+
+    model, reference = _subject(gpt2), _subject(gpt2, seed=5)
+    forget = _samples(model, gpt2, 3, greedy=True, seed=1)
+    holdout = _samples(model, gpt2, 2, greedy=False, seed=3)
+    folder = tmp_path / "reference"
+    reference.save_pretrained(folder)
+    gpt2.save_pretrained(folder)
+    loads, measured = [], []
+
+    def counting_load(spec, *args, **kwargs):
+        loads.append(spec)
+        return load_model_and_tokenizer(spec, *args, **kwargs)
+
+    def counting(measure):
+        def run(subject, samples, ctx):
+            measured.append((measure.__name__, subject is model))
+            return measure(subject, samples, ctx)
+
+        return run
+
+    monkeypatch.setattr(api, "load_model_and_tokenizer", counting_load)
+    monkeypatch.setattr(api, "measure_forget", counting(measure_forget))
+    monkeypatch.setattr(api, "measure_holdout", counting(measure_holdout))
+
+    def run(settings=CHEAP, sequences=forget, weights=str(folder), **extra):
+        loads.clear()
+        measured.clear()
+        return audit(
+            model,
+            sequences,
+            tokenizer=gpt2,
+            holdout=holdout,
+            reference=weights,
+            settings=settings,
+            **extra,
+        )
+
+    first = run(out=tmp_path / "first")
+    assert loads == [str(folder)] and len(measured) == 4  # model and reference, both sets
+    second = run(out=tmp_path / "second")
+    assert loads == [] and measured == [("measure_forget", True), ("measure_holdout", True)]
+    assert _without_seconds(second) == _without_seconds(first)
+    files = [json.loads((tmp_path / d / "audit.json").read_text()) for d in ("first", "second")]
+    for data in files:
+        del data["settings"]["seconds"]
+    assert files[0] == files[1]
+    entries = sorted(p.name for p in (tmp_path / "cache" / "audit-reference").iterdir())
+    assert len(entries) == 2 and all(n.endswith(".json") for n in entries)  # no temp file left
+
+    # a verdict threshold is no measurement: still cached
+    run(settings=AuditSettings(el_n=4, el_max=0.5))
+    assert loads == [] and all(is_model for _, is_model in measured)
+    # a measuring setting, another set of sequences, a decoding attack, other weights: measured
+    run(settings=AuditSettings(el_n=4, mia_k=0.2))
+    assert loads == [str(folder)] and measured.count(("measure_forget", False)) == 1
+    run(sequences=forget[:2])
+    assert measured.count(("measure_forget", False)) == 1  # the holdout's entry is reused
+    assert ("measure_holdout", False) not in measured
+    run(attacks=("sample:2",))
+    assert measured.count(("measure_forget", False)) == 1
+    retrained = _subject(gpt2, seed=6)
+    retrained.save_pretrained(folder)  # same folder, other weights
+    run()
+    assert measured.count(("measure_forget", False)) == 1
+    # a reference passed loaded is keyed by its weights digest
+    run(weights=reference)
+    run(weights=reference)
+    assert loads == [] and all(is_model for _, is_model in measured)
 
 
 def _file_digests(folder: Path) -> dict[str, str]:
@@ -673,7 +792,7 @@ def test_attacks_never_change_the_model_or_its_files(gpt2, tmp_path):
     gpt2.save_pretrained(folder)
     files, weights = _file_digests(folder), weights_digest(model)
 
-    settings = AuditSettings(el_n=4, num_samples=0, num_beams=0, relearn_lr=1e-2)
+    settings = AuditSettings(el_n=4, relearn_lr=1e-2)
     result = audit(str(folder), forget, settings=settings, attacks=("relearn", "quantize:4"))
     assert _file_digests(folder) == files
     relearned = result.attacks["relearn"]
@@ -700,7 +819,7 @@ def test_audit_under_bnb_attacks_leaves_the_model_and_its_files(gpt2, tmp_path):
     gpt2.save_pretrained(folder)
     files = _file_digests(folder)
     attacks = ("quantize:4", "bnb:4", "bnb:8")
-    settings = AuditSettings(el_n=4, num_samples=4, num_beams=2)
+    settings = AuditSettings(el_n=4)
     result = audit(str(folder), forget, settings=settings, attacks=attacks)
     assert _file_digests(folder) == files
     nll = {
@@ -722,6 +841,8 @@ def test_audit_refuses_bad_input(gpt2, monkeypatch):
         audit(model, forget[:1], tokenizer=gpt2, settings=CHEAP, attacks=("relearn",))
     with pytest.raises(UsageError, match="unknown attack"):
         audit(model, forget, tokenizer=gpt2, settings=CHEAP, attacks=("prune",))
+    with pytest.raises(UsageError, match="given twice"):
+        audit(model, forget, tokenizer=gpt2, settings=CHEAP, attacks=("sample", "sample:5"))
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
     with pytest.raises(UsageError, match="need bitsandbytes"):
         audit(model, forget, tokenizer=gpt2, settings=CHEAP, attacks=("bnb:4",))

@@ -8,8 +8,9 @@ attacker gets who
 * decodes greedily: exact suffix, EL_n, MA, extraction strength;
 * samples: the exact probability p that one sample of a scheme writes the suffix
   (Hayes et al. 2024), from one teacher-forced pass, and 1 - (1 - p)^n for n
-  samples; the lm-extraction benchmark's sampling attack (N samples ranked by
-  loss) and beam search;
+  samples; when asked (`sample[:N]`, `beam[:WIDTH]` among the attacks), the
+  lm-extraction benchmark's sampling attack (N samples ranked by loss) and beam
+  search, which decode and so cost far more;
 * tests membership: LOSS, zlib, Min-K%, Min-K%++, with the AUC of forget vs
   never-seen holdout sequences under M and R, and MUSE's PrivLeak;
 * holds the weights: 4/8-bit quantization and relearning on half the forget set,
@@ -17,12 +18,13 @@ attacker gets who
 
 and gives each sequence a verdict (`verdict.py`: leaked, as_reference,
 not_extractable) and a `stands_out` flag. The holdout's own NLL and MA under M
-against R show what unlearning did to text like the forgotten text.
+against R show what unlearning did to text like the forgotten text. R's
+measurements are cached by content (`cache.py`) and reused by the next audit.
 
 `audit.json` (`AuditResult.write`):
 
     settings    AuditSettings' fields + model, reference, forget, holdout, attacks,
-                redact, prefix_length, seconds
+                num_samples, num_beams (0: not run), redact, prefix_length, seconds
     aggregates  num_sequences, verdicts {leaked, as_reference, not_extractable},
                 leaked_by {test: count}, stands_out (count or null),
                 model / reference: {greedy_exact, el_<n>, ma, extraction_strength,
@@ -51,20 +53,8 @@ Texts appear only in `generation`, `best_sample` and `beam_generation`; with
 redact=True they are hashes. No prefix or suffix text is ever written.
 """
 
+from .api import audit
+from .result import AuditResult
 from .settings import AuditSettings, SamplingScheme
 
 __all__ = ["AuditResult", "AuditSettings", "SamplingScheme", "audit"]
-
-
-def __getattr__(name: str):
-    # Loaded on first use: the run config (config.py) holds audit settings, and the
-    # audit's model code imports modules that import the config.
-    if name == "audit":
-        from .api import audit
-
-        return audit
-    if name == "AuditResult":
-        from .result import AuditResult
-
-        return AuditResult
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -12,11 +13,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..data.forget import ForgetSample, load_forget_set
 from ..errors import UsageError
 from ..metrics.memorization import el_range
-from ..models import load_model_and_tokenizer, prepare_tokenizer
+from ..models import load_model_and_tokenizer, prepare_tokenizer, weights_digest
+from . import cache
 from .attacks import bnb_quantize, quantize_model, relearn, relearn_split, require_bitsandbytes
 from .measure import Context, measure_forget, measure_holdout
-from .result import AuditResult, redact_generations
-from .settings import AuditSettings, parse_attack
+from .result import AuditResult
+from .settings import DECODING_ATTACKS, AuditSettings, parse_attack
 from .summary import aggregates, holdout_rows, sequence_rows
 
 
@@ -73,6 +75,48 @@ def planted_hashes(spec: str, depth: int = 3) -> set[str]:
     if manifest.is_file():
         return planted_hashes(json.loads(manifest.read_text())["config"]["model"], depth - 1)
     return set()
+
+
+def _attack_sizes(parsed: list[tuple[str, int | None]]) -> dict[str, int]:
+    """{"sample": N, "beam": WIDTH} of the decoding attacks asked for (absent: not run)."""
+    sizes: dict[str, int] = {}
+    for name, size in parsed:
+        if name in DECODING_ATTACKS:
+            if name in sizes:
+                raise UsageError(f"the {name} attack is given twice; give it once")
+            sizes[name] = size
+    return sizes
+
+
+def _reference_rows(reference, model, tokenizer, forget, holdout, ctx: Context):
+    """The reference model's measurements of the forget and holdout sequences: from the
+    cache where the same weights measured the same sequences under the same settings
+    (`cache.py`), else measured, the model loaded only then, and cached."""
+    weights = cache.folder_weights_key(reference) if isinstance(reference, str) else None
+    loaded = None
+    if weights is None:
+        loaded = _load_reference(reference, model, tokenizer)
+        weights = "weights:" + weights_digest(loaded)
+    vocab = model.get_input_embeddings().num_embeddings
+
+    def rows(kind, samples, measure):
+        nonlocal loaded
+        key = cache.entry_key(weights, kind, samples, ctx, vocab)
+        found = cache.load(key)
+        if found is not None:
+            if ctx.progress:
+                print(f"reference model: {kind} measurements from the cache", file=sys.stderr)
+            return found
+        if loaded is None:
+            loaded = _load_reference(reference, model, tokenizer)
+        measured = measure(loaded, samples, ctx)
+        cache.store(key, measured)
+        return measured
+
+    return (
+        rows("forget", forget, measure_forget),
+        rows("holdout", holdout, measure_holdout) if holdout else None,
+    )
 
 
 def _check_sets(
@@ -152,9 +196,16 @@ def audit(
     prefix_length: int = 50,
     progress: bool = False,
 ) -> AuditResult:
-    """Audit `model` on `forget` (specs or loaded); see the package docstring."""
+    """Audit `model` on `forget` (specs or loaded); see the package docstring.
+
+    `attacks`: "sample[:N]" and "beam[:WIDTH]" add the sampling and beam-search
+    attacks to every model measured; quantize:BITS, bnb:4|8 and relearn each audit an
+    attacked copy (`parse_attack`). The reference's measurements come from the cache
+    (`cache.py`) when an earlier audit made them.
+    """
     settings = settings or AuditSettings()
     parsed = [parse_attack(a) for a in attacks]  # a bad attack fails before any loading
+    sizes = _attack_sizes(parsed)
     if any(name == "bnb" for name, _ in parsed):
         require_bitsandbytes()
     started = time.perf_counter()
@@ -165,6 +216,8 @@ def audit(
         "forget": forget if isinstance(forget, str) else "<samples>",
         "holdout": holdout if isinstance(holdout, str) or holdout is None else "<samples>",
         "attacks": list(attacks),
+        "num_samples": sizes.get("sample", 0),
+        "num_beams": sizes.get("beam", 0),
         "redact": redact,
         "prefix_length": prefix_length,
     }
@@ -175,21 +228,26 @@ def audit(
         [] if holdout is None else _samples(holdout, tokenizer, model, prefix_length, data_dir)
     )
     _check_sets(forget, holdout, parsed, planted)
-    ctx = Context(tokenizer, settings, progress)
+    ctx = Context(
+        tokenizer,
+        settings,
+        progress,
+        num_samples=sizes.get("sample", 0),
+        num_beams=sizes.get("beam", 0),
+        redact=redact,
+    )
     ref = None
     if reference is not None:
-        ref_model = _load_reference(reference, model, tokenizer)
-        ref = (
-            measure_forget(ref_model, forget, ctx),
-            measure_holdout(ref_model, holdout, ctx) if holdout else None,
-        )
+        ref = _reference_rows(reference, model, tokenizer, forget, holdout, ctx)
     base = _subject(model, forget, holdout, ref, ctx)
-    attacked = {spec: _attack(spec, model, forget, holdout, ref, ctx) for spec in attacks}
+    attacked = {
+        spec: _attack(spec, model, forget, holdout, ref, ctx)
+        for spec, (name, _) in zip(attacks, parsed, strict=True)
+        if name not in DECODING_ATTACKS
+    }
     for result in attacked.values():
         result.pop("holdout")  # the same sequences as the main holdout, under another model
     recorded["seconds"] = round(time.perf_counter() - started, 2)
-    if redact:  # generations repeat what was memorized: hashes only, everywhere
-        base, attacked = redact_generations(base), redact_generations(attacked)
     result = AuditResult(recorded, base["sequences"], base["aggregates"], base["holdout"], attacked)
     if out is not None:
         result.write(out)

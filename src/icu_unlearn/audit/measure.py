@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..data.forget import ForgetSample
 from ..generation import generate_continuations
 from ..metrics.memorization import memorization_scores
+from ..privacy import redact_text
 from . import membership
 from .extraction import extraction_chance, extraction_strength, log10_or_none
 from .sampling import longest_common_runs, sampling_attack
@@ -25,13 +26,18 @@ class Context:
     tokenizer: PreTrainedTokenizerBase
     settings: AuditSettings
     progress: bool = False
+    num_samples: int = 0  # the sampling attack's samples a sequence (`sample:N`); 0: not run
+    num_beams: int = 0  # the beam attack's width (`beam:WIDTH`); 0: not run
+    redact: bool = False  # generated texts as hashes from the start, in the cache as well
 
     @property
     def pad_token_id(self) -> int:
         return self.tokenizer.pad_token_id
 
     def text(self, ids) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        """A generated text; every one repeats what was memorized, so under redact its hash."""
+        text = self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        return redact_text(text) if self.redact else text
 
 
 def _scores(model, samples: list[ForgetSample], ctx: Context) -> list[SuffixScores]:
@@ -76,7 +82,7 @@ def _probabilistic(scores: SuffixScores, settings: AuditSettings) -> list[dict]:
 
 def _sampling(model, samples: list[ForgetSample], ctx: Context) -> list[dict | None]:
     settings = ctx.settings
-    if settings.num_samples == 0:
+    if ctx.num_samples == 0:
         return [None] * len(samples)
     rows = []
     for sample in tqdm(samples, desc="sampling attack", disable=not ctx.progress, unit="seq"):
@@ -86,7 +92,7 @@ def _sampling(model, samples: list[ForgetSample], ctx: Context) -> list[dict | N
             model,
             sample.prefix_ids,
             sample.suffix_ids,
-            settings.num_samples,
+            ctx.num_samples,
             settings.sampler,
             seed,
             settings.decode_batch_size,
@@ -97,14 +103,14 @@ def _sampling(model, samples: list[ForgetSample], ctx: Context) -> list[dict | N
 
 
 def _beam(model, samples: list[ForgetSample], ctx: Context) -> list[dict | None]:
-    if ctx.settings.num_beams == 0:
+    if ctx.num_beams == 0:
         return [None] * len(samples)
     outputs = generate_continuations(
         model,
         [s.prefix_ids for s in samples],
         [len(s.suffix_ids) for s in samples],
         ctx.pad_token_id,
-        num_beams=ctx.settings.num_beams,
+        num_beams=ctx.num_beams,
         batch_size=ctx.settings.batch_size,
     )
     rows = []

@@ -7,25 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io import atomic_write_json
-from ..privacy import redact_text
 from .table import render, summary_line
-
-# Fields that hold text the model wrote from a forgotten prefix: under --redact, hashes.
-GENERATED_TEXT = ("generation", "best_sample", "beam_generation")
-
-
-def redact_generations(obj):
-    """A copy of `obj` with every generated text replaced by its hash."""
-    if isinstance(obj, dict):
-        return {
-            k: redact_text(v)
-            if k in GENERATED_TEXT and isinstance(v, str)
-            else redact_generations(v)
-            for k, v in obj.items()
-        }
-    if isinstance(obj, list):
-        return [redact_generations(v) for v in obj]
-    return obj
 
 
 def json_safe(obj):
@@ -69,4 +51,4 @@ class AuditResult:
 
     def table(self) -> str:
         """The terminal table: one line per sequence, then membership, holdout, attacks."""
-        return render(self)
+        return render(self.to_dict())

@@ -99,20 +99,12 @@ class AuditSettings:
         default=0.5,
         metadata={"help": "A sequence leaks when n samples find it more likely than not."},
     )
-    num_samples: int = field(
-        default=100,
-        metadata={
-            "help": "Samples of the sampling attack: the lm-extraction benchmark's baseline "
-            "draws 100. 0 skips the attack (the cheap end-of-run audit)."
-        },
-    )
     sampler: SamplingScheme = field(
         default_factory=_attack_sampler,
-        metadata={"help": "The sampling attack's scheme: top-k 10, the benchmark's baseline."},
-    )
-    num_beams: int = field(
-        default=4,
-        metadata={"help": "Beam-search width of the beam attack; 4 is common; 0 skips it."},
+        metadata={
+            "help": "The sampling attack's scheme (--attack sample): top-k 10, the benchmark's "
+            "baseline."
+        },
     )
     seed: int = field(
         default=42,
@@ -169,8 +161,6 @@ class AuditSettings:
             raise UsageError("audit.attacker_samples and leak_samples must be counts >= 1")
         if not 0 < self.leak_chance <= 1:
             raise UsageError(f"audit.leak_chance must be in (0, 1], got {self.leak_chance}")
-        if self.num_samples < 0 or self.num_beams < 0:
-            raise UsageError("audit.num_samples and num_beams must be >= 0 (0 skips the attack)")
         if not 0 < self.mia_k <= 1:
             raise UsageError(f"audit.mia_k must be in (0, 1], e.g. 0.4, got {self.mia_k}")
         if self.stands_out_margin < 0:
@@ -194,15 +184,33 @@ def _scheme(value) -> SamplingScheme:
     return SamplingScheme(**value)
 
 
+# The attacks that only decode (and so add measurements to every model audited, the
+# attacked copies included), with their default sizes. Both are off unless asked: on
+# SmolLM2-135M and one CPU thread the sampling attack took 77% of the 32-sequence audit
+# (16-19 min a model, benchmarks/results/audit32_default.md), and the exact extraction
+# probability p already gives the chance 1 - (1 - p)^n that n samples write the suffix;
+# 4 beams took 38 s for 8 sequences (about 2.5 min a model for 32), and found nothing
+# there that greedy decoding and p did not.
+DECODING_ATTACKS = {
+    "sample": 100,  # samples a sequence: the lm-extraction benchmark's baseline draws 100
+    "beam": 4,  # beam-search width; 4 is common
+}
+
 ATTACK_FORMS = (
-    "quantize:BITS (BITS from 2 to 16, e.g. quantize:4), bnb:4, bnb:8 (bitsandbytes) or relearn"
+    "sample[:N] (N samples, default 100), beam[:WIDTH] (default 4), quantize:BITS "
+    "(BITS from 2 to 16, e.g. quantize:4), bnb:4, bnb:8 (bitsandbytes) or relearn"
 )
 
 
 def parse_attack(spec: str) -> tuple[str, int | None]:
-    """ "quantize:4" -> ("quantize", 4); "bnb:4" -> ("bnb", 4); "relearn" -> ("relearn", None)."""
+    """ "sample" -> ("sample", 100); "beam:2" -> ("beam", 2); "quantize:4" -> ("quantize", 4);
+    "bnb:4" -> ("bnb", 4); "relearn" -> ("relearn", None)."""
     if spec == "relearn":
         return "relearn", None
+    match = re.fullmatch(r"(sample|beam)(?::(\d+))?", spec)
+    if match and (match.group(2) is None or int(match.group(2)) >= 1):
+        name = match.group(1)
+        return name, DECODING_ATTACKS[name] if match.group(2) is None else int(match.group(2))
     match = re.fullmatch(r"quantize:(\d+)", spec)
     if match and 2 <= int(match.group(1)) <= 16:
         return "quantize", int(match.group(1))

@@ -1,15 +1,10 @@
-"""The terminal table of an audit: plain text, one line per sequence."""
+"""The terminal table of an audit: plain text, one line per sequence, read from the
+audit.json form (`AuditResult.to_dict()`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .membership import PRIVLEAK_ATTACK
-
 from ..metrics.memorization import el_range
-
-if TYPE_CHECKING:
-    from .result import AuditResult
+from .membership import PRIVLEAK_ATTACK
 
 
 def summary_line(aggregates: dict) -> str:
@@ -35,10 +30,11 @@ def _columns(rows: list[list[str]]) -> list[str]:
     ]
 
 
-def _sequence_lines(result: AuditResult) -> list[str]:
-    s = result.settings
+def _sequence_lines(audit: dict) -> list[str]:
+    s = audit["settings"]
     el, n = f"el_{s['el_n']}", str(s["leak_samples"])
-    with_reference = result.aggregates["reference"] is not None
+    with_reference = audit["aggregates"]["reference"] is not None
+    sampled, beamed = s["num_samples"] > 0, s["num_beams"] > 0  # the attacks asked for
     header = [
         "id",
         "verdict",
@@ -47,15 +43,14 @@ def _sequence_lines(result: AuditResult) -> list[str]:
         "ES",
         "log10 p",
         f"p({n})",
-        "sample",
-        "run",
-        "beam",
+        *(["sample", "run"] if sampled else []),
+        *(["beam"] if beamed else []),
         "NLL",
     ]
     if with_reference:
         header += [f"p({n}) R", "NLL R"]
     rows = [header + ["stands out"]]
-    for row in result.sequences:
+    for row in audit["sequences"]:
         m, r = row["model"], row["reference"]
         first = m["probabilistic"][0]
         cells = [
@@ -66,15 +61,23 @@ def _sequence_lines(result: AuditResult) -> list[str]:
             _num(m["greedy"]["extraction_strength"]),
             "-inf" if first["log10_p"] is None else f"{first['log10_p']:.1f}",
             _num(first["chance"][n]),
-            "-" if m["sampling"] is None else ("exact" if m["sampling"]["best_exact"] else "no"),
-            "-" if m["sampling"] is None else str(m["sampling"]["longest_run"]),
-            "-" if m["beam"] is None else ("exact" if m["beam"]["exact"] else "no"),
+            *(_sampling_cells(m["sampling"]) if sampled else []),
+            *([_exact(m["beam"]["exact"])] if beamed else []),
             _num(m["membership"]["loss"]),
         ]
         if with_reference:
             cells += [_num(r["probabilistic"][0]["chance"][n]), _num(r["membership"]["loss"])]
         rows.append(cells + [{True: "yes", False: "no", None: "-"}[row["stands_out"]]])
     return _columns(rows)
+
+
+def _exact(hit: bool) -> str:
+    return "exact" if hit else "no"
+
+
+def _sampling_cells(sampling: dict) -> list[str]:
+    """The sampling attack: is its best-ranked sample the suffix; the longest verbatim run."""
+    return [_exact(sampling["best_exact"]), str(sampling["longest_run"])]
 
 
 def _membership_lines(aggregates: dict, k: float) -> list[str]:
@@ -116,10 +119,10 @@ def _holdout_line(aggregates: dict) -> str:
     )
 
 
-def _attack_lines(result: AuditResult) -> list[str]:
-    n = str(result.settings["leak_samples"])
+def _attack_lines(audit: dict) -> list[str]:
+    n = str(audit["settings"]["leak_samples"])
     lines = []
-    for spec, attacked in result.attacks.items():
+    for spec, attacked in audit["attacks"].items():
         agg = attacked["aggregates"]
         chance = agg["model"]["probabilistic"][0]["mean_chance"][n]
         mia = agg["membership"]
@@ -128,11 +131,12 @@ def _attack_lines(result: AuditResult) -> list[str]:
     return lines
 
 
-def render(result: AuditResult) -> str:
-    lines = _sequence_lines(result) + [""]
-    lines += _membership_lines(result.aggregates, result.settings["mia_k"])
-    holdout = _holdout_line(result.aggregates)
+def render(audit: dict) -> str:
+    """The table of an audit in its audit.json form."""
+    lines = _sequence_lines(audit) + [""]
+    lines += _membership_lines(audit["aggregates"], audit["settings"]["mia_k"])
+    holdout = _holdout_line(audit["aggregates"])
     lines += [holdout] if holdout else []
-    lines += _attack_lines(result)
-    lines += ["", result.summary_line()]
+    lines += _attack_lines(audit)
+    lines += ["", summary_line(audit["aggregates"])]
     return "\n".join(lines)
