@@ -333,6 +333,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_launch(args: argparse.Namespace) -> int:
+    from .launch import launch
+
+    return launch(args.argv)
+
+
 def _cmd_methods(args: argparse.Namespace) -> int:
     from .methods import METHODS
 
@@ -492,6 +498,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     da.add_argument("action", choices=["list", "fetch"])
     _add_data_dir(da)
     da.set_defaults(func=_cmd_data)
+
+    # every word after `launch` is accelerate's or the command's ("+" prefix: none is ours)
+    la = sub.add_parser(
+        "launch",
+        help="several processes (accelerate launch) keeping the exit codes: "
+        "launch [accelerate options] -- COMMAND ...",
+        prefix_chars="+",
+        add_help=False,
+    )
+    la.add_argument("argv", nargs=argparse.REMAINDER)
+    la.set_defaults(func=_cmd_launch)
     return parser
 
 
