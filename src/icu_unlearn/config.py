@@ -177,9 +177,13 @@ class StopConfig:
         metadata={"help": "EL and MA may exceed the reference's by this much"},
     )
     reference_nll_margin: float = field(
-        default=0.0,
+        default=0.5,
         metadata={
-            "help": 'A sequence leaves training once its suffix NLL (nats a token) has come within this of the reference\'s: ascent past "never seen" makes the record stand out to membership tests. 0: once it is as unlikely as under the reference (a margin above 0 would pause text the reference knows well, boilerplate, while it is still more extractable).'
+            "help": "nats a token: a sequence counts as done only once its suffix NLL is within "
+            "this of never-seen text's (the reference's, or without one audit.holdout's median "
+            "under the model), and leaves training while it is: a suffix likelier than that "
+            "still gives itself away to a likelihood test, and ascent past it makes the record "
+            "stand out (audit.stands_out_margin bounds the other side)"
         },
     )
     token_floor: float | None = field(
@@ -420,6 +424,9 @@ class LoraConfig:
             raise UsageError(f"lora.save must be 'merged' or 'adapter', got {self.save!r}")
 
 
+FORGET_TARGETS = ("auto", "ascent", "reference", "calibrated")
+
+
 @dataclass
 class RunConfig:
     model: str = field(
@@ -432,6 +439,17 @@ class RunConfig:
     )
     method: str = field(
         default="icu", metadata={"help": "the unlearning method (icu-unlearn methods lists them)"}
+    )
+    forget_target: str = field(
+        default="auto",
+        metadata={
+            "help": "what the forget term pulls each forget suffix to: ascent (the paper's "
+            "L_fgt: no floor, deleted records end far less likely than never-seen text and "
+            "stand out), reference (KL to stop.reference's next-token distributions: as if "
+            "never trained), calibrated (the suffix NLL of audit.holdout's never-seen text "
+            "under the model); auto: reference with stop.reference, else calibrated with "
+            "audit.holdout, else ascent (benchmarks/results/forget_target.md)"
+        },
     )
     prefix_length: int = field(
         default=50,
@@ -527,6 +545,11 @@ class RunConfig:
             raise UsageError("max_epochs must be at least 1")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise UsageError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if self.forget_target not in FORGET_TARGETS:
+            raise UsageError(
+                f"forget_target must be one of {', '.join(FORGET_TARGETS)}, "
+                f"got {self.forget_target!r}"
+            )
         if self.alpha < 0 or self.beta < 0:
             raise UsageError("alpha and beta must be >= 0 (0 is the ablation without that term)")
 
@@ -555,6 +578,46 @@ class RunConfig:
 
         if self.method != PLANTING.name:
             RULES[self.stop.scope].check_config(self)
+        target = self.resolved_forget_target()
+        if target not in runnable(self.method).targets:
+            able = [n for n, m in METHODS.items() if target in m.targets]
+            raise UsageError(
+                f"forget_target {target} replaces a forget term that {self.method} has not; "
+                f"use it with {', '.join(able)}, or set forget_target: ascent"
+            )
+        if target == "reference" and self.stop.reference is None:
+            raise UsageError(
+                "forget_target: reference needs stop.reference, a model that never trained on "
+                "the forget set (the base model you fine-tuned from; for planted test "
+                "subjects the model before memorize)"
+            )
+        if target == "calibrated" and not self.audit.holdout:
+            raise UsageError(
+                "forget_target: calibrated needs audit.holdout, never-seen sequences like the "
+                "forget set: their NLL under the model is the level a forgotten suffix goes to"
+            )
+        if target != "ascent" and self.stop.token_floor is not None:
+            raise UsageError(
+                "stop.token_floor bounds the ascent term; forget_target "
+                f"{target} has none: drop stop.token_floor or set forget_target: ascent"
+            )
+
+    def resolved_forget_target(self) -> str:
+        """`forget_target` with auto decided: reference with stop.reference, calibrated
+        with audit.holdout, else ascent (and ascent with stop.token_floor); a method without a forget term to replace keeps
+        its own (ascent)."""
+        if self.forget_target != "auto":
+            return self.forget_target
+        from .methods import runnable
+
+        targets = runnable(self.method).targets
+        if self.stop.token_floor is not None:  # a floor is asked for the ascent term
+            return "ascent"
+        if self.stop.reference is not None and "reference" in targets:
+            return "reference"
+        if self.audit.holdout and "calibrated" in targets:
+            return "calibrated"
+        return "ascent"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -6,6 +6,9 @@ not break, and the perplexity bound. The decisions themselves are the stopping r
 from __future__ import annotations
 
 import math
+import statistics
+
+import torch
 
 from .config import RunConfig
 from .data.forget import load_forget_set
@@ -87,19 +90,23 @@ def perplexity_exploded(config: RunConfig, before: dict, now: dict, epoch: int) 
     return f"held-out perplexity {is_:.2f} exceeded {ratio} x {was:.2f} at epoch {epoch}"
 
 
-def reference_rows(config: RunConfig, tokenizer, forget, settings, procs) -> dict | None:
-    """The never-trained reference's EL, MA and suffix NLL per sequence, measured once;
-    with stop.token_floor, also its log-probability of every token x_1 .. x_{T-1}."""
-    if config.stop.reference is None:
-        return None
+def load_reference(config: RunConfig, tokenizer):
+    """stop.reference's model, refused (before anything is written) when its tokenizer is
+    not the model's: its distributions and scores are over the same tokens."""
     model, ref_tokenizer = load_model_and_tokenizer(config.stop.reference, config.trust_remote_code)
     if ref_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise UsageError(
             f"stop.reference {config.stop.reference!r} has another tokenizer than the model; "
             "give the model the run's model was trained from"
         )
+    return model
+
+
+def reference_rows(config: RunConfig, reference, tokenizer, forget, settings, procs) -> dict:
+    """The reference model's EL, MA and suffix NLL per sequence, measured once; with
+    stop.token_floor, also its log-probability of every token x_1 .. x_{T-1}."""
     rows = score_samples(
-        model, tokenizer, forget, settings, procs=procs, similarity=False, suffix_nll=True
+        reference, tokenizer, forget, settings, procs=procs, similarity=False, suffix_nll=True
     )
     keys = (f"el_{settings.el_n}", "ma", "suffix_nll")
     scores = {r["id"]: {k: r[k] for k in keys} for r in rows}
@@ -107,8 +114,42 @@ def reference_rows(config: RunConfig, tokenizer, forget, settings, procs) -> dic
         ids = [s.input_ids for s in forget]
         # 16 a batch, longest first: the batching every recorded floor was measured with
         scored = teacher_forced(
-            model, ids, tokenizer.pad_token_id, batch_size=16, token_logprobs=True
+            reference, ids, tokenizer.pad_token_id, batch_size=16, token_logprobs=True
         )
         for sample, values in zip(forget, scored.token_logprobs, strict=True):
             scores[sample.id]["token_logprobs"] = [round(v, 6) for v in values.tolist()]
     return scores
+
+
+@torch.no_grad()
+def reference_targets(reference, forget) -> dict[str, torch.Tensor]:
+    """forget_target: reference: per forget sequence, the reference model's next-token
+    log-probabilities at every position that predicts a token, (T - 1, V), bfloat16.
+
+    Computed once at set-up, where the reference model is loaded anyway, and the model
+    freed after: the forget set is small (32 sequences of 100 tokens over SmolLM2's
+    49,152 tokens: 311 MB in bfloat16), where a third model held for the whole run would
+    be its weights (540 MB in float32) and a forward pass every step. bfloat16 keeps
+    three significant digits of a log-probability: what it loses is on tokens whose
+    probability is too small to weigh in the KL.
+    """
+    targets = {}
+    for sample in forget:
+        logits = reference(input_ids=torch.tensor([sample.input_ids])).logits[0, :-1]
+        targets[sample.id] = torch.log_softmax(logits.float(), dim=-1).to(torch.bfloat16)
+    return targets
+
+
+def holdout_level(config: RunConfig, model, tokenizer, forget, settings, procs) -> float:
+    """forget_target: calibrated: the median suffix NLL (nats a token) of audit.holdout's
+    never-seen sequences under the model: the level a forgotten suffix is pulled to, and
+    the audit's `stands_out` baseline."""
+    holdout = load_forget_set(
+        config.audit.holdout, tokenizer, config.prefix_length, config.data_dir
+    )
+    refuse_overlap(holdout, forget, "audit.holdout shares samples with the forget set")
+    rows = score_samples(
+        model, tokenizer, holdout, settings, procs=procs, similarity=False, el=False,
+        suffix_nll=True,
+    )  # fmt: skip
+    return statistics.median(r["suffix_nll"] for r in rows)

@@ -207,3 +207,33 @@ def dpo_loss(
     mean over samples. Here chosen = a refusal, rejected = the true suffix."""
     margin = (chosen_logp - chosen_ref_logp) - (rejected_logp - rejected_ref_logp)
     return F.softplus(-beta * margin).mean()
+
+
+def reference_kl_loss(logits, reference_logprobs, attention_mask, prefix_lengths) -> torch.Tensor:
+    """The reference-matched forget term: KL(P_ref || P_theta) per suffix token, padding
+    masked, where P_ref is a model that never trained on the forget set.
+
+    `reference_logprobs` (B, K, V) holds the reference model's next-token log-probabilities
+    at the same K positions as `logits`, computed once for the (small) forget set;
+    positions outside the suffix are masked whatever they hold. Minimising it pulls each
+    forget-suffix distribution to the never-trained model's, where ascent (Eq. 1) has no
+    floor. Not the paper's loss.
+    """
+    return kl_loss(logits, reference_logprobs, attention_mask, prefix_lengths)
+
+
+def calibrated_loss(logits, input_ids, attention_mask, prefix_lengths, level) -> torch.Tensor:
+    """The level term of the forget targets: per sample the Huber distance (1 nat) between
+    its suffix NLL and `level`, then the mean over samples.
+
+    `level` (B,) is a per-token NLL of never-seen text: the reference model's on the same
+    suffix, or (forget_target: calibrated) the holdout's median under the model. Far
+    below the level's NLL this is gradient ascent on the suffix NLL at a constant rate;
+    above it, descent: a forgotten suffix ends as likely as never-seen text, not far less.
+    Within a nat the pull shrinks with the distance, so it settles instead of oscillating
+    by a step around the level. Not the paper's loss.
+    """
+    mask = _kept_mask(logits, attention_mask, prefix_lengths)
+    logp = token_logprobs(logits, input_ids)
+    nll = -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return F.smooth_l1_loss(nll, level.to(nll.dtype), beta=1.0)

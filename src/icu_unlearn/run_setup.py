@@ -47,12 +47,26 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
         **asdict(config.eval), el_n=config.stop.el_n, el_window=config.stop.el_window
     )
     latest = checkpoint.latest(out / "checkpoints") if resume else None
+    target = config.resolved_forget_target()
+    reference = None  # the reference model, loaded for what is measured of it at set-up
+    if config.stop.reference is not None and (latest is None or target == "reference"):
+        reference = criteria.load_reference(config, tokenizer)
     if latest is not None:  # measured when the run began
         saved = checkpoint.read_state(latest)
         limits, reference_scores = saved["thresholds"], saved["reference_scores"]
     else:
         limits = criteria.thresholds(config, model, tokenizer, forget, scoring, procs)
-        reference_scores = criteria.reference_rows(config, tokenizer, forget, scoring, procs)
+        if config.audit.holdout:  # the calibrated level and the `stands_out` baseline
+            limits["holdout_nll"] = criteria.holdout_level(
+                config, model, tokenizer, forget, scoring, procs
+            )
+        reference_scores = None
+        if reference is not None:
+            reference_scores = criteria.reference_rows(
+                config, reference, tokenizer, forget, scoring, procs
+            )
+    targets = criteria.reference_targets(reference, forget) if target == "reference" else None
+    del reference  # freed: what the run needs of it is measured
     rule = rule_for(config, limits, reference_scores)
     probes = criteria.load_probes(config, tokenizer, forget, vocab)
     _check_audit(config, tokenizer, forget, vocab)
@@ -85,6 +99,8 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
         probes=probes,
         scoring=scoring,
         reference_scores=reference_scores,
+        forget_target=target,
+        reference_targets=targets,
         parameters=_parameter_counts(accelerator.unwrap_model(model)),
         # sharded: no process holds it whole
         original_sha256=None if original is None or procs.lockstep else weights_digest(original),

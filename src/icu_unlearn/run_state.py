@@ -38,6 +38,10 @@ class RunSetup:
     scoring: EvalSettings  # one for every score the run takes
     # the reference model's (stop.reference) EL, MA and suffix NLL per sequence (None without one)
     reference_scores: dict | None
+    forget_target: str  # config.forget_target with auto decided
+    # forget_target: reference: each forget sequence's reference next-token log-probabilities
+    # over its suffix positions, (suffix length, V) (criteria.reference_targets); else None
+    reference_targets: dict | None
     parameters: dict  # total and trainable (LoRA: adapters)
     original_sha256: str | None  # the original model's weights when the run began
 

@@ -182,19 +182,34 @@ def _checkpoint_in_eval_mode(model) -> None:
 
 def _micro_batches(setup: RunSetup, ids: list[str], epoch: int, step: int) -> dict[str, Batch]:
     """The forget samples `ids` and, per kind the method needs, their data at this step."""
-    batches = {"forget": _collate(setup, [setup.forget[i] for i in ids], floors=True)}
+    batches = {"forget": _collate(setup, [setup.forget[i] for i in ids], forget=True)}
     data = setup.data.for_step(setup.forget, ids, setup.config.seed, epoch, step)
     for kind, samples in data.items():
         batches[kind] = _collate(setup, samples)
     return batches
 
 
-def _collate(setup: RunSetup, samples: list[ForgetSample], floors: bool = False) -> Batch:
+def _collate(setup: RunSetup, samples: list[ForgetSample], forget: bool = False) -> Batch:
+    """Right-padded ids; the forget batch also carries what its forget term needs (the
+    token floor, the reference's distributions, or the calibrated level)."""
     device = setup.accelerator.device
     ids, mask = right_pad([s.input_ids for s in samples], setup.tokenizer.pad_token_id, device)
     t0 = torch.tensor([s.prefix_length for s in samples], device=device)
+    if not forget:
+        return Batch(ids, mask, t0)
+    if setup.forget_target == "reference":
+        # (B, T, V): each position that predicts a token holds the reference's log-probs
+        vocab = setup.reference_targets[samples[0].id].shape[-1]
+        target = torch.zeros(*ids.shape, vocab, dtype=torch.bfloat16)
+        for row, sample in enumerate(samples):
+            rows = setup.reference_targets[sample.id]
+            target[row, : len(rows)] = rows
+        return Batch(ids, mask, t0, target=target.to(device))
+    if setup.forget_target == "calibrated":
+        level = torch.full((len(samples),), setup.thresholds["holdout_nll"], device=device)
+        return Batch(ids, mask, t0, level=level)
     margin = setup.config.stop.token_floor
-    if not floors or margin is None:
+    if margin is None:
         return Batch(ids, mask, t0)
     # the reference's log-probability of each token, less the margin; padding: none
     floor = torch.full((len(samples), ids.shape[1] - 1), -math.inf, device=device)

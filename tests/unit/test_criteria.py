@@ -89,9 +89,18 @@ def test_a_sequence_the_reference_reproduces_is_done_by_the_reference_rule():
     rule, states = _decide(config, rows, reference)
     assert [r["done"] for r in rows] == ["reference", None]
     assert rule.stop_reason(states, ["b"], 1) is None
+    # its EL and MA pass, but its suffix is still far likelier than under the reference
+    # (NLL 1.0 against 4.0, beyond stop.reference_nll_margin): a likelihood test finds it
     rows[1] |= {"el_10": 0.01, "ma": 0.5}
     rule, states = _decide(config, rows, reference)
+    assert rows[1]["done"] is None and rule.stop_reason(states, [], 2) is None
+    rows[1] |= {"suffix_nll": 3.9}
+    rule, states = _decide(config, rows, reference)
     assert rule.stop_reason(states, [], 2) == "criteria_met"
+    # and far below it (beyond audit.stands_out_margin, 2 nats) it stands out: not done
+    rows[1] |= {"suffix_nll": 6.5}
+    rule, states = _decide(config, rows, reference)
+    assert rows[1]["stands_out"] and rows[1]["done"] is None
 
 
 def test_the_reference_likelihood_is_a_floor_and_training_never_runs_dry():

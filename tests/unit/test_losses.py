@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from icu_unlearn.losses import (
+    calibrated_loss,
     forget_loss,
     icu_loss,
     kl_loss,
     nll_loss,
     positions_needed,
+    reference_kl_loss,
     suffix_logprob_sum,
     suffix_mask,
 )
@@ -119,3 +121,53 @@ def test_kl_hand_worked_and_ignores_padding():
 def test_icu_loss_is_eq_6():
     total = icu_loss(torch.tensor(-2.0), torch.tensor(3.0), torch.tensor(0.5), 0.5, 1.0)
     assert total.item() == pytest.approx(-2.0 + 1.5 + 0.5)
+
+
+def test_reference_kl_loss_by_hand():
+    """t0 = 2: sequence 0 scores x_2 (position 1) and x_3 (position 2); sequence 1 only
+    x_2 (x_3 is padding). The model's P at position 1 of sequence 0 is (1/4, 1/4, 1/2),
+    at position 2 (1/2, 1/4, 1/4); every other predicting position is uniform.
+
+    The reference's log-probabilities: uniform at sequence 0's position 1, so
+    KL(U || P) = sum_v 1/3 (ln 1/3 - ln P_v) = ln(1/3) - (2 ln(1/4) + ln(1/2)) / 3
+               = -ln 3 + (5/3) ln 2;
+    equal to the model's at position 2: KL 0; at sequence 1's position 1, the model's
+    P = (1/4, 1/2, 1/4) against the reference's (1/2, 1/4, 1/4):
+    KL = 1/2 ln 2 + 1/4 ln(1/2) + 0 = (1/4) ln 2.
+    Masked positions (prefix, padding) hold anything: here 7.0 before normalising.
+    Loss = mean over samples of each sample's mean: ((-ln 3 + 5/3 ln 2) / 2 + ln 2 / 4) / 2.
+    """
+    logits, input_ids, attention_mask, prefix_lengths = _batch()
+    reference = torch.full((2, 4, 3), 7.0)
+    reference[0, 1] = torch.log(torch.full((3,), 1 / 3))
+    reference[0, 2] = torch.log_softmax(logits[0, 2], -1)
+    reference[1, 1] = torch.log(torch.tensor([0.5, 0.25, 0.25]))
+    loss = reference_kl_loss(logits, reference, attention_mask, prefix_lengths)
+    first = (-math.log(3) + 5 / 3 * math.log(2)) / 2
+    assert loss.item() == pytest.approx((first + math.log(2) / 4) / 2, abs=1e-6)
+    # at the reference's distributions everywhere it counts, the loss is 0
+    assert reference_kl_loss(
+        torch.log_softmax(logits, -1), torch.log_softmax(logits, -1), attention_mask, prefix_lengths
+    ).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_calibrated_loss_by_hand():
+    """Sequence 0's suffix NLL: (ln 2 + ln 2) / 2 = ln 2 (both scored tokens at P = 1/2);
+    sequence 1's: ln 2 (x_2 = 1 at P = 1/2). Level 1.0 and 0.5 nats a token: both within a
+    nat, so the Huber distance is (ln 2 - 1)^2 / 2 and (ln 2 - 0.5)^2 / 2, averaged; a
+    level 3 nats away counts |ln 2 - 3.5| - 1/2. The gradient ascends sample 0 (below its
+    level's NLL, too likely) and descends sample 1 (already less likely than its level)."""
+    logits, input_ids, attention_mask, prefix_lengths = _batch()
+    logits = logits.clone().requires_grad_(True)
+    level = torch.tensor([1.0, 0.5])
+    loss = calibrated_loss(logits, input_ids, attention_mask, prefix_lengths, level)
+    ln2 = math.log(2)
+    assert loss.item() == pytest.approx(((ln2 - 1) ** 2 / 2 + (ln2 - 0.5) ** 2 / 2) / 2, abs=1e-6)
+    far = calibrated_loss(
+        logits, input_ids, attention_mask, prefix_lengths, torch.tensor([3.5] * 2)
+    )
+    assert far.item() == pytest.approx(3.5 - ln2 - 0.5, abs=1e-6)
+    loss.backward()
+    # d loss / d logit of the true token x_2 = 2 at position 1: sample 0 is pushed down
+    # (its likelihood lowered: gradient > 0 on the true logit), sample 1 pulled up
+    assert logits.grad[0, 1, 2] > 0 and logits.grad[1, 1, 1] < 0

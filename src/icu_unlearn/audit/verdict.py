@@ -30,6 +30,7 @@ when neither is.
 
 from __future__ import annotations
 
+from ..rules.base import stands_out  # noqa: F401  (re-exported: the run decides with it too)
 from .settings import AuditSettings
 
 VERDICTS = ("leaked", "as_reference", "not_extractable")
@@ -58,12 +59,3 @@ def verdict(fired_model: list[str], fired_reference: list[str] | None) -> str:
     if fired_reference is not None and set(fired_model) <= set(fired_reference):
         return "as_reference"
     return "leaked"
-
-
-def stands_out(
-    nll_model: float, nll_reference: float | None, holdout_median: float | None, margin: float
-) -> bool | None:
-    baselines = [b for b in (nll_reference, holdout_median) if b is not None]
-    if not baselines:
-        return None
-    return nll_model > max(baselines) + margin

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..losses import forget_loss, positions_needed
+from ..losses import (
+    calibrated_loss,
+    forget_loss,
+    positions_needed,
+    reference_kl_loss,
+    suffix_mask,
+)
 
 # The data a method can ask the engine for, besides the forget batch itself. Each is
 # built once per run, per forget sample, so a sample always travels with its own.
@@ -26,6 +32,11 @@ class Batch:
     # (B, T-1) per predicted token x_t: the log-probability under which the ascent term
     # leaves it out (stop.token_floor), -inf where there is none; None: no floor
     floor: torch.Tensor | None = None
+    # forget_target: reference. (B, T, V): at each position 0 .. len-2 the reference
+    # model's next-token log-probabilities (zeros past them, masked); None: not this target
+    target: torch.Tensor | None = None
+    # forget_target: calibrated. (B,): the suffix NLL, nats a token, a sample is pulled to
+    level: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -41,6 +52,9 @@ class Method:
     loss: Callable
     refines: bool = False  # runs IUR (paper §3.5) after each epoch when refinement.enabled
     ascends: bool = False  # its loss has the ascent term L_fgt, which stop.token_floor bounds
+    # the forget targets its forget term can take (`forget_target`): "ascent" is the
+    # method's own term; "reference" / "calibrated" replace it (`forget_term`)
+    targets: tuple[str, ...] = ("ascent",)
 
 
 def logits(model, batch: Batch) -> torch.Tensor:
@@ -69,11 +83,58 @@ def suffix_logits(model, batch: Batch) -> torch.Tensor:
     ).logits
 
 
-def ascent_term(logits: torch.Tensor, batch: Batch, prefix_lengths=None) -> torch.Tensor:
-    """L_fgt of the forget batch from its logits (`suffix_logits`, or `logits` with
-    `prefix_lengths` of 1 to score the prefix too), under the batch's token floor."""
+def forget_term(logits: torch.Tensor, batch: Batch, prefix_lengths=None) -> torch.Tensor:
+    """The forget batch's forget term from its logits (`suffix_logits`, or `logits` with
+    `prefix_lengths` of 1 to ascend on the prefix too), by the run's `forget_target`:
+
+    * ascent: L_fgt (Eq. 1), under the batch's token floor;
+    * reference: KL(P_ref || P_theta) per token toward the reference model (every
+      position: give `forget_logits`), plus the Huber distance of the suffix NLL to the
+      reference's per sample;
+    * calibrated: |suffix NLL - the holdout's level| per sample.
+
+    The likelihood levels are the suffix's, whatever `prefix_lengths` says.
+    """
+    if batch.target is not None:
+        kept = batch.target[:, batch.target.shape[1] - logits.shape[1] :].float()
+        # every position from the first: MA (Eq. 9) counts the prefix's tokens too, and a
+        # prefix the model still completes is itself a trace of the record
+        every = torch.ones_like(batch.prefix_lengths)
+        kl = reference_kl_loss(logits, kept, batch.attention_mask, every)
+        # KL(P_ref || P) barely weighs the true token once P puts little mass on it, so
+        # alone it lets the suffix fall far below the reference's likelihood (measured on
+        # the tiny scenario: 21 nats a token against the reference's 10.8); the level term
+        # holds the suffix NLL at the reference's
+        level = reference_suffix_nll(batch)
+        return kl + calibrated_loss(
+            logits, batch.input_ids, batch.attention_mask, batch.prefix_lengths, level
+        )
+    if batch.level is not None:
+        return calibrated_loss(
+            logits, batch.input_ids, batch.attention_mask, batch.prefix_lengths, batch.level
+        )
     t0 = batch.prefix_lengths if prefix_lengths is None else prefix_lengths
     return forget_loss(logits, batch.input_ids, batch.attention_mask, t0, floor=batch.floor)
+
+
+def forget_logits(model, batch: Batch) -> torch.Tensor:
+    """The logits the forget batch's `forget_term` needs: every position's for the
+    reference target, the suffix's (`suffix_logits`) otherwise."""
+    return logits(model, batch) if batch.target is not None else suffix_logits(model, batch)
+
+
+def reference_suffix_logprob_sum(batch: Batch) -> torch.Tensor:
+    """(B,) log P_ref(suffix | prefix) from the batch's reference target: NPO's pi_ref
+    when its forget target is the reference model."""
+    targets = batch.input_ids[:, 1:, None]  # (B, T-1, 1): x_t predicted at position t-1
+    logp = batch.target[:, :-1].float().gather(-1, targets).squeeze(-1)  # (B, T-1)
+    return (logp * suffix_mask(batch.attention_mask, batch.prefix_lengths)).sum(-1)
+
+
+def reference_suffix_nll(batch: Batch) -> torch.Tensor:
+    """(B,) the reference model's suffix NLL, nats a token, from the batch's target."""
+    count = suffix_mask(batch.attention_mask, batch.prefix_lengths).sum(-1).clamp(min=1)
+    return -reference_suffix_logprob_sum(batch) / count
 
 
 def original_suffix_logits(original, batch: Batch) -> torch.Tensor:

@@ -8,12 +8,12 @@ refinement.enabled = false the one without IUR.
 from __future__ import annotations
 
 from ..losses import icu_loss, kl_loss, nll_loss
-from .base import PAIRS, Method, ascent_term, original_suffix_logits, suffix_logits
+from .base import PAIRS, Method, forget_logits, forget_term, original_suffix_logits, suffix_logits
 
 
 def _loss(model, original, batches, config):
     forget = batches["forget"]
-    l_fgt = ascent_term(suffix_logits(model, forget), forget)
+    l_fgt = forget_term(forget_logits(model, forget), forget)
     zero = l_fgt.new_zeros(())
     l_lrn, l_kl = zero, zero
     if PAIRS in batches:
@@ -42,4 +42,5 @@ METHOD = Method(
     loss=_loss,
     refines=True,
     ascends=True,
+    targets=("ascent", "reference", "calibrated"),
 )

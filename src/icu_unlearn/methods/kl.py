@@ -7,12 +7,12 @@ by ICU's L_lrn term and IUR: the comparison isolates what those add.
 from __future__ import annotations
 
 from ..losses import kl_loss
-from .base import PAIRS, Method, ascent_term, original_suffix_logits, suffix_logits
+from .base import PAIRS, Method, forget_logits, forget_term, original_suffix_logits, suffix_logits
 
 
 def _loss(model, original, batches, config):
     forget, retain = batches["forget"], batches[PAIRS]
-    l_fgt = ascent_term(suffix_logits(model, forget), forget)
+    l_fgt = forget_term(forget_logits(model, forget), forget)
     l_kl = kl_loss(
         suffix_logits(model, retain),
         original_suffix_logits(original, retain),
@@ -29,4 +29,5 @@ METHOD = Method(
     uses_original=lambda c: True,
     loss=_loss,
     ascends=True,
+    targets=("ascent", "reference", "calibrated"),
 )

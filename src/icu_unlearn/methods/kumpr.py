@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import torch
 
-from .base import Method, ascent_term, logits, suffix_logits
+from .base import Method, forget_logits, forget_term, logits, suffix_logits
 
 
 def _loss(model, original, batches, config):
     forget = batches["forget"]
-    if config.kumpr.suffix_only:
+    if forget.target is not None:  # the reference target covers every position itself
+        scored, t0 = forget_logits(model, forget), forget.prefix_lengths
+    elif config.kumpr.suffix_only:
         scored, t0 = suffix_logits(model, forget), forget.prefix_lengths
     else:  # t0 = 1: every token but the first is scored, the prefix too
         scored, t0 = logits(model, forget), torch.ones_like(forget.prefix_lengths)
-    l_fgt = ascent_term(scored, forget, t0)
+    l_fgt = forget_term(scored, forget, t0)
     return l_fgt, {"fgt": l_fgt.item()}
 
 
@@ -31,4 +33,5 @@ METHOD = Method(
     uses_original=lambda c: False,
     loss=_loss,
     ascends=True,
+    targets=("ascent", "reference", "calibrated"),
 )

@@ -8,13 +8,21 @@ weights in `llmu:`; the normal data are the analogous pairs.
 from __future__ import annotations
 
 from ..losses import kl_loss, nll_loss
-from .base import MISMATCH, PAIRS, Method, ascent_term, original_suffix_logits, suffix_logits
+from .base import (
+    MISMATCH,
+    PAIRS,
+    Method,
+    forget_logits,
+    forget_term,
+    original_suffix_logits,
+    suffix_logits,
+)
 
 
 def _loss(model, original, batches, config):
     weights = config.llmu
     forget, mismatch, normal = batches["forget"], batches[MISMATCH], batches[PAIRS]
-    l_fgt = ascent_term(suffix_logits(model, forget), forget)
+    l_fgt = forget_term(forget_logits(model, forget), forget)
     l_rdn = nll_loss(
         suffix_logits(model, mismatch),
         mismatch.input_ids,
@@ -40,4 +48,5 @@ METHOD = Method(
     uses_original=lambda c: True,
     loss=_loss,
     ascends=True,
+    targets=("ascent", "reference", "calibrated"),
 )

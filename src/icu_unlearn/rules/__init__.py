@@ -34,6 +34,9 @@ def rule_for(config, limits: dict, reference: dict | None = None) -> StoppingRul
         reference_nll_margin=stop.reference_nll_margin,
         el_every_epoch=config.log.el_every_epoch,
         readmit=config.refinement.readmit,
+        holdout_nll=limits.get("holdout_nll"),
+        stands_out_margin=config.audit.stands_out_margin,
+        targeted=config.resolved_forget_target() != "ascent",
     )
     if config.method == "memorize":
         return Planting(criteria, config.memorize.target_ma)

@@ -18,6 +18,20 @@ from dataclasses import dataclass
 from .state import Decision, SequenceState
 
 
+def stands_out(
+    nll_model: float, nll_reference: float | None, holdout_median: float | None, margin: float
+) -> bool | None:
+    """A record forgotten *too* well, which a membership test picks out: its suffix NLL
+    (nats a token) more than `margin` above both the reference model's NLL on the same
+    suffix and the median NLL of never-seen holdout text under the same model; with one
+    of the two, above that one; None with neither. The run's decision and the audit's
+    flag are this one definition."""
+    baselines = [b for b in (nll_reference, holdout_median) if b is not None]
+    if not baselines:
+        return None
+    return nll_model > max(baselines) + margin
+
+
 @dataclass(frozen=True)
 class Criteria:
     """Everything a rule decides with, fixed when the run begins."""
@@ -32,6 +46,12 @@ class Criteria:
     reference_nll_margin: float = 0.0
     el_every_epoch: bool = False
     readmit: bool = False
+    # never-seen text's median suffix NLL under the model (audit.holdout; None without one)
+    holdout_nll: float | None = None
+    stands_out_margin: float = 1.0  # audit.stands_out_margin
+    # the forget term pulls to a target (forget_target reference or calibrated), which is
+    # its own fixed point: no sequence needs pausing to keep it from overshooting
+    targeted: bool = False
 
     @property
     def el_key(self) -> str:
@@ -51,14 +71,42 @@ class Criteria:
             and s.ma <= ref["ma"] + self.reference_margin
         )
 
+    def level(self, s: SequenceState) -> float | None:
+        """The suffix NLL of never-seen text for `s`: the reference model's on the same
+        suffix, or without one the holdout's median under the model; None with neither."""
+        if self.reference:
+            return self.reference[s.id]["suffix_nll"]
+        return self.holdout_nll
+
     def at_reference_nll(self, s: SequenceState) -> bool:
-        """Its suffix already as unlikely as under the reference model (within the margin)."""
+        """Its suffix already as unlikely as never-seen text (`level`), within
+        `reference_nll_margin`: more ascent would make it stand out, and a suffix still
+        more likely than that gives itself away to a likelihood test."""
+        level = self.level(s)
+        return level is not None and s.suffix_nll >= level - self.reference_nll_margin
+
+    def stands_out(self, s: SequenceState) -> bool | None:
+        """Forgotten too well: its suffix far less likely than both never-seen baselines
+        (`stands_out`, the audit's definition). None: no baseline to compare with."""
         ref = self.reference[s.id] if self.reference else None
-        return ref is not None and s.suffix_nll >= ref["suffix_nll"] - self.reference_nll_margin
+        return stands_out(
+            s.suffix_nll,
+            None if ref is None else ref["suffix_nll"],
+            self.holdout_nll,
+            self.stands_out_margin,
+        )
 
     def decision(self, s: SequenceState) -> Decision:
-        done = "criteria" if self.own(s) else "reference" if self.as_reference(s) else None
-        return Decision(done, self.at_reference_nll(s))
+        """Done takes both sides of "as if never trained": no more extractable than the
+        criteria (or the reference) allow, and, where there is a never-seen level to
+        compare with, a suffix likelihood within the band around it: not more likely by
+        more than `reference_nll_margin`, not standing out below it."""
+        out = self.stands_out(s)
+        at_level = self.at_reference_nll(s)
+        done = None
+        if not out and (at_level or self.level(s) is None):
+            done = "criteria" if self.own(s) else "reference" if self.as_reference(s) else None
+        return Decision(done, at_level, out)
 
     def reachable(self, s: SequenceState) -> bool:
         """Whether EL could make `s` done given its MA: the only place EL matters."""

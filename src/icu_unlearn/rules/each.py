@@ -21,6 +21,8 @@ class Each(StoppingRule):
             )
 
     def initial_active(self, states: list[SequenceState]) -> list[str]:
+        if self.criteria.targeted:
+            return [s.id for s in states]
         return [s.id for s in states if s.done is None]
 
     def refuse_already_forgotten(self, states: list[SequenceState]) -> None:
@@ -47,7 +49,15 @@ class Each(StoppingRule):
         """Every sequence not done, less those IUR calls forgotten and those already at
         the reference's likelihood; when that leaves nothing while some sequence is not
         done, every sequence not done trains (IUR's similarity is a pause, never the
-        reason a record stays extractable)."""
+        reason a record stays extractable).
+
+        With a targeted forget term every sequence trains every epoch, done ones too: at
+        its target a sequence's term is near zero and holds it there while the others
+        move the shared weights, and the last hard record does not train alone at the
+        full rate (measured on the tiny scenario: with ascent and pauses the 8 kept
+        sequences fell to MA 0.24)."""
+        if self.criteria.targeted:
+            return [s.id for s in states]
         undone = [s.id for s in states if s.done is None]
         paused = forgotten | {s.id for s in states if s.paused}
         return [i for i in undone if i not in paused] or undone

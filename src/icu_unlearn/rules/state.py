@@ -23,9 +23,15 @@ class Decision:
     # paused: its suffix is already as unlikely as under the reference model, so more
     # ascent would make it stand out; it leaves training while it stays so
     at_reference_nll: bool = False
+    # forgotten too well (`base.stands_out`): never done while so; None: no baseline
+    stands_out: bool | None = None
 
     def fields(self) -> dict:
-        return {"done": self.done, "at_reference_nll": self.at_reference_nll}
+        return {
+            "done": self.done,
+            "at_reference_nll": self.at_reference_nll,
+            "stands_out": self.stands_out,
+        }
 
 
 @dataclass(frozen=True)

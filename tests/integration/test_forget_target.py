@@ -1,0 +1,98 @@
+"""The forget target (`forget_target`) on the tiny planted scenario: the reference target
+ends each record where a model that never saw it is, where ascent overshoots; the
+calibrated target, without a reference, keeps the kept records; bad set-ups refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from icu_unlearn import load_config, unlearn
+from tests.integration.test_eval_cli import run_cli
+
+# lr 1e-3: the rate of the issue's tiny scenario (12 planted, 4 forgotten)
+COMMON = {"lr": 1e-3, "batch_size": 4, "prefix_length": 20, "audit.enabled": "false"}
+
+
+def _config(scenario, out, **extra):
+    keys = {
+        "model": scenario["planted_model"],
+        "forget": scenario["forget"],
+        "analogous.pool": scenario["pool"],
+        "out": out,
+        **COMMON,
+        **extra,
+    }
+    return load_config(None, [f"{k}={v}" for k, v in keys.items()])
+
+
+def _final(result) -> dict:
+    return {r["id"]: r for r in result.samples if r["epoch"] == result.manifest["epochs"]}
+
+
+def test_the_calibrated_target_ends_near_never_seen_text_where_ascent_overshoots(
+    scenario, tmp_path
+):
+    """No reference: each forgotten suffix is pulled to the holdout's median NLL under the
+    model (about 13 nats a token for this tiny planted model); ascent at the same rate
+    goes far past it. (tests/unit/test_forget_target.py holds the reference target to
+    the reference's NLL and MA.)"""
+    runs = {}
+    for target in ("calibrated", "ascent"):
+        config = _config(
+            scenario, tmp_path / target, forget_target=target, max_epochs=8,
+            **{"audit.holdout": scenario["heldout"]},
+        )  # fmt: skip
+        runs[target] = unlearn(config, progress=False)
+    level = runs["calibrated"].manifest["thresholds"]["holdout_nll"]
+    calibrated, ascent = _final(runs["calibrated"]), _final(runs["ascent"])
+    assert all(not r["stands_out"] for r in calibrated.values()), calibrated
+    start = [r["suffix_nll"] for r in runs["calibrated"].samples if r["epoch"] == 0]
+    end = [r["suffix_nll"] for r in calibrated.values()]
+    assert sum(end) / len(end) > sum(start) / len(start) + 2.0  # on its way to the level
+    assert max(end) <= level + 2.0
+    assert max(r["suffix_nll"] for r in ascent.values()) > level + 5.0
+    assert all(r["stands_out"] and not r["done"] for r in ascent.values())
+
+
+@pytest.mark.parametrize(
+    "keys, message",
+    [
+        (["forget_target=reference"], "needs stop.reference"),
+        (["forget_target=calibrated"], "needs audit.holdout"),
+        (["forget_target=reference", "method=dpo", "stop.reference={base}"], "dpo has not"),
+    ],
+)
+def test_a_target_without_its_inputs_is_refused(scenario, tmp_path, keys, message):
+    out = tmp_path / "run"
+    sets = [
+        f"model={scenario['planted_model']}", f"forget={scenario['forget']}",
+        "prefix_length=20", *(k.format(base=scenario["base"]) for k in keys),
+    ]  # fmt: skip
+    proc = run_cli("run", *(a for s in sets for a in ("--set", s)), "--out", str(out))
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and not out.exists()
+
+
+def test_a_reference_with_another_tokenizer_is_refused(scenario, tmp_path):
+    """A tiny model with its own 64-token vocabulary as stop.reference."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from tests.conftest import tiny_llama
+
+    other = tmp_path / "other"
+    tiny_llama().save_pretrained(other)
+    vocab = {f"t{i}": i for i in range(64)}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="t2", pad_token="t0").save_pretrained(
+        other
+    )
+    out = tmp_path / "run"
+    sets = [
+        f"model={scenario['planted_model']}", f"forget={scenario['forget']}", "prefix_length=20",
+        f"stop.reference={other}",
+    ]  # fmt: skip
+    proc = run_cli("run", *(a for s in sets for a in ("--set", s)), "--out", str(out))
+    assert proc.returncode == 2 and "another tokenizer" in proc.stderr, proc.stderr
+    assert not out.exists()
