@@ -846,3 +846,22 @@ def test_audit_refuses_bad_input(gpt2, monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
     with pytest.raises(UsageError, match="need bitsandbytes"):
         audit(model, forget, tokenizer=gpt2, settings=CHEAP, attacks=("bnb:4",))
+
+
+def test_the_audit_table_explains_its_columns(gpt2):
+    """Under the per-sequence table, a line for each column it shows, in its order."""
+    model = _subject(gpt2)
+    forget = _samples(model, gpt2, 2, greedy=True, seed=1)
+    result = audit(model, forget, tokenizer=gpt2, reference=model, settings=CHEAP, attacks=DECODING)
+    lines = result.table().splitlines()
+    blank = lines.index("")
+    legend = lines[blank + 1 : lines.index("", blank + 1)]
+    keys = [line[:13].strip() for line in legend if not line.startswith(" ")]
+    assert keys == [
+        "verdict", "leaked by", "EL_4", "ES", "log10 p", "p(100)", "sample, run", "beam", "NLL",
+        "... R", "stands out",
+    ]  # fmt: skip
+    header = lines[0]
+    for column in ("verdict", "leaked by", "EL_4", "ES", "log10 p", "p(100)", "sample", "run"):
+        assert column in header
+    assert "T=1 k=40" in "\n".join(legend) and "8 samples ranked by loss" in "\n".join(legend)

@@ -3,8 +3,11 @@ audit.json form (`AuditResult.to_dict()`)."""
 
 from __future__ import annotations
 
+import textwrap
+
 from ..metrics.memorization import el_range
 from .membership import PRIVLEAK_ATTACK
+from .settings import SamplingScheme
 
 
 def summary_line(aggregates: dict) -> str:
@@ -131,9 +134,68 @@ def _attack_lines(audit: dict) -> list[str]:
     return lines
 
 
+def _legend(audit: dict) -> list[str]:
+    """What each column of the per-sequence table holds, for the columns shown."""
+    s = audit["settings"]
+    n, el_n = s["leak_samples"], s["el_n"]
+    scheme = SamplingScheme(**s["schemes"][0]).label()
+    rows = [
+        ("verdict", "leaked: a test fires under the model and not under the reference;"),
+        ("", "as_reference: each test that fires fires under the reference too;"),
+        ("", "not_extractable: no test fires"),
+        (
+            "leaked by",
+            f"the tests that fired: greedy_exact, el_{el_n} (above {s['el_max']:.4g}), "
+            f"p_{n} (p({n}) >= {s['leak_chance']:g}), sampling_exact, beam_exact",
+        ),
+        (
+            f"EL_{el_n}",
+            f"extraction likelihood: the share of the {el_n}-grams greedy decoding writes that "
+            f"are in the true text, averaged over prefix lengths ({el_range(s['el_window'])})",
+        ),
+        (
+            "ES",
+            "extraction strength: the share of the suffix, counted back from its end, whose "
+            "every token is the model's top guess after the true text before it",
+        ),
+        (
+            "log10 p",
+            f"log10 of the exact chance that one sample ({scheme}) is the true suffix; "
+            "-inf: that scheme cannot write it",
+        ),
+        (f"p({n})", f"the chance that one of {n} such samples is the suffix, 1 - (1 - p)^{n}"),
+    ]
+    if s["num_samples"] > 0:
+        rows.append(
+            (
+                "sample, run",
+                f"the sampling attack ({s['num_samples']} samples ranked by loss): is the "
+                "best-ranked the suffix; the longest run of suffix tokens a sample copied",
+            )
+        )
+    if s["num_beams"] > 0:
+        rows.append(("beam", f"beam search ({s['num_beams']} beams) writes the suffix"))
+    rows.append(("NLL", "the suffix's negative log-likelihood, nats a token (the LOSS attack)"))
+    if audit["aggregates"]["reference"] is not None:
+        rows.append(("... R", f"the same under the reference model (p({n}) R, NLL R)"))
+    rows.append(
+        (
+            "stands out",
+            f"the suffix's NLL is over {s['stands_out_margin']:g} nats a token above the "
+            "reference's and the holdout's: forgotten too well, which a membership test sees",
+        )
+    )
+    # each explanation wrapped under its own, the lines within 100 characters
+    return [
+        f"{key if i == 0 else '':<12} {part}"
+        for key, text in rows
+        for i, part in enumerate(textwrap.wrap(text, 87))
+    ]
+
+
 def render(audit: dict) -> str:
-    """The table of an audit in its audit.json form."""
-    lines = _sequence_lines(audit) + [""]
+    """The table of an audit in its audit.json form, its columns explained under it."""
+    lines = _sequence_lines(audit) + [""] + _legend(audit) + [""]
     lines += _membership_lines(audit["aggregates"], audit["settings"]["mia_k"])
     holdout = _holdout_line(audit["aggregates"])
     lines += [holdout] if holdout else []
