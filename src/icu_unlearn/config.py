@@ -17,6 +17,7 @@ import yaml
 
 from .audit.settings import AuditSettings, SamplingScheme
 from .errors import UsageError
+from .precision import check_precision
 from .rules import RULES
 
 
@@ -173,8 +174,13 @@ class StopConfig:
         },
     )
     reference_margin: float = field(
-        default=0.0,
-        metadata={"help": "EL and MA may exceed the reference's by this much"},
+        default=0.05,
+        metadata={
+            "help": "EL and MA may exceed the reference's by this much and count as no more "
+            "extractable: on the demo the reference target brought every suffix to the "
+            "reference's NLL within 0.02 nats by epoch 15 while MA stayed 0.01-0.05 above "
+            "its (a few near-tied argmax tokens in 99), with EL 0"
+        },
     )
     reference_nll_margin: float = field(
         default=0.5,
@@ -330,6 +336,12 @@ class ProbeConfig:
             "help": "Stop as diverged when held-out perplexity exceeds this multiple of the input model's (ascent can wreck a model in one step); None: watch only."
         },
     )
+    retain_min_ma: float | None = field(
+        default=0.9,
+        metadata={
+            "help": "A probe.retain record is damaged when its MA falls under this fraction of its own MA before the run (0.9: it lost a tenth of the suffix tokens it predicted); then the run stops as retain_damaged, keeps the last good model and exits 3. A fraction of each record's own level, not one absolute level: retained records may be memorized (MA near 1) or ordinary text (MA near 0.3). None: watch only."
+        },
+    )
 
     def __post_init__(self):
         if self.max_perplexity_ratio is not None:
@@ -337,6 +349,8 @@ class ProbeConfig:
                 raise UsageError("probe.max_perplexity_ratio needs probe.heldout sequences")
             if self.max_perplexity_ratio <= 1:
                 raise UsageError("probe.max_perplexity_ratio must be above 1, e.g. 1.5")
+        if self.retain_min_ma is not None and not 0 < self.retain_min_ma <= 1:
+            raise UsageError("probe.retain_min_ma must be a fraction in (0, 1], e.g. 0.9")
 
 
 def _as_audit(name: str):
@@ -485,6 +499,14 @@ class RunConfig:
             "help": "true: recompute each decoder layer's activations in backward instead of holding them (transformers' checkpointing; dropout stays off): about 2 GB less at SmolLM2 batch 8"
         },
     )
+    precision: str = field(
+        default="fp32",
+        metadata={
+            "help": "fp32 or bf16: bf16 trains and scores under autocast (float32 weights, "
+            "optimizer state and losses): faster on a GPU or a CPU with AVX-512 BF16; fp32 "
+            "is the paper's and every earlier run's"
+        },
+    )
     batch_size: int | str = field(
         default=8,
         metadata={"help": 'effective (global) batch, paper §4.4; "all": one step an epoch'},
@@ -552,6 +574,7 @@ class RunConfig:
             )
         if self.alpha < 0 or self.beta < 0:
             raise UsageError("alpha and beta must be >= 0 (0 is the ablation without that term)")
+        check_precision(self.precision)
 
     def require(self) -> None:
         """Checks that only a complete config (ready to run) must pass."""

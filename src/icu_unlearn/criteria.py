@@ -68,8 +68,13 @@ def measure_probes(model, tokenizer, probes: dict, settings: EvalSettings, procs
     """What the run must not break: MA/EL of retained sequences, held-out perplexity."""
     result = {}
     if "retain" in probes:
-        el, ma = mean_el_ma(model, tokenizer, probes["retain"], settings, procs)
-        result["retain_el"], result["retain_ma"] = el, ma
+        rows = score_samples(
+            model, tokenizer, probes["retain"], settings, procs=procs, similarity=False
+        )
+        el = f"el_{settings.el_n}"
+        result["retain_el"], result["retain_ma"] = mean(rows, el), mean(rows, "ma")
+        # each kept record's own: a mean can hide one record lost among many kept
+        result["retain"] = {r["id"]: {"el": r[el], "ma": r["ma"]} for r in rows}
     if "heldout" in probes:
         sequences = procs.score_share([s.input_ids for s in probes["heldout"]])
         total, count = log_likelihood(model, sequences, tokenizer.pad_token_id, settings.batch_size)
@@ -88,6 +93,16 @@ def perplexity_exploded(config: RunConfig, before: dict, now: dict, epoch: int) 
     if math.isfinite(is_) and is_ <= ratio * was:
         return None
     return f"held-out perplexity {is_:.2f} exceeded {ratio} x {was:.2f} at epoch {epoch}"
+
+
+def retain_damaged(config: RunConfig, before: dict, now: dict) -> dict[str, dict]:
+    """The retained records (id: EL and MA now) whose MA fell under probe.retain_min_ma
+    times their own MA before the run; empty when none did, or nothing is watched."""
+    fraction = config.probe.retain_min_ma
+    if fraction is None or "retain" not in now:
+        return {}
+    was = before["retain"]
+    return {i: r for i, r in now["retain"].items() if r["ma"] < fraction * was[i]["ma"]}
 
 
 def load_reference(config: RunConfig, tokenizer):

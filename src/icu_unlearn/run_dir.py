@@ -156,7 +156,7 @@ def _summary_at(setup: RunSetup, run: RunProgress, epoch: int) -> dict:
     rows = [r for r in run.samples if r["epoch"] == epoch]
     means = summarize(rows, setup.config.stop.el_n) if rows else {}
     if epoch == 0:
-        return means | run.probe_before
+        return means | {k: v for k, v in run.probe_before.items() if k in PROBE_KEYS}
     row = next((r for r in run.epochs if r["epoch"] == epoch and "diverged" not in r), {})
     return means | {k: row[k] for k in PROBE_KEYS if k in row}
 
@@ -183,7 +183,9 @@ def write_manifest(
         after=_summary_at(setup, run, run.epoch) if finished else None,
         active_at_end=run.active if finished else None,
         # why the run stopped early and which epoch's model it kept
-        diverged=run.epochs[-1] if run.status == "diverged" else None,
+        diverged=run.epochs[-1] if run.status in ("diverged", "retain_damaged") else None,
+        # each probe.retain record's EL and MA before and after, and those damaged
+        retained=_retained(setup, run) if finished and "retain" in run.probe_before else None,
         original=original,  # the frozen original model's weights unchanged
         reference_scores=setup.reference_scores,
         **(_end_state(setup, run) if finished else {}),
@@ -194,6 +196,21 @@ def write_manifest(
     if setup.procs.main:
         atomic_write_json(setup.out / "manifest.json", record)
     return record
+
+
+def _retained(setup: RunSetup, run: RunProgress) -> dict:
+    """Per retained record: EL and MA before the run and of the kept model; `damaged`:
+    the ids (with their EL and MA then) that fell under probe.retain_min_ma."""
+    kept = next((r for r in run.epochs if r["epoch"] == run.epoch and "diverged" not in r), {})
+    after = kept.get("retain", run.probe_before["retain"])  # epoch 0: the input model kept
+    damaged = run.epochs[-1].get("retain_damaged", {}) if run.epochs else {}
+    return {
+        "min_ma": setup.config.probe.retain_min_ma,
+        "per_record": {
+            i: {"before": was, "after": after[i]} for i, was in run.probe_before["retain"].items()
+        },
+        "damaged": damaged,
+    }
 
 
 def _end_state(setup: RunSetup, run: RunProgress) -> dict:

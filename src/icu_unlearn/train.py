@@ -29,6 +29,7 @@ from .io import publish_model
 from .methods import runnable
 from .methods.base import Batch
 from .models import weights_digest
+from .precision import autocast
 from .privacy import redact_row
 from .run_setup import set_up
 from .run_state import RunProgress, RunSetup
@@ -41,7 +42,7 @@ class Diverged(Exception):
 @dataclass
 class UnlearnResult:
     out: Path
-    status: str  # criteria_met | all_forgotten | max_epochs | diverged
+    status: str  # criteria_met | all_forgotten | max_epochs | diverged | retain_damaged
     manifest: dict
     epochs: list[dict]
     samples: list[dict]
@@ -94,6 +95,10 @@ def _run_epochs(setup: RunSetup, run: RunProgress, progress: bool) -> None:
         exploded = criteria.perplexity_exploded(config, run.probe_before, check, epoch)
         if exploded:
             _recover_from_divergence(setup, run, exploded)
+            break
+        damaged = criteria.retain_damaged(config, run.probe_before, check)
+        if damaged:
+            _stop_for_retained(setup, run, damaged, epoch)
             break
         # the epoch's outcome: the only place the run's progress changes
         run.epoch = epoch
@@ -149,7 +154,10 @@ def _train_epoch(setup: RunSetup, active: list[str], epoch: int) -> dict:
             weight = len(ids) / len(batch) * procs.world
             # a process whose share ran out joins the step with a zero-weight sample
             batches = _micro_batches(setup, ids or batch[:1], epoch, steps)
-            loss, terms = method.loss(setup.model, setup.original, batches, config)
+            # bf16: the forward passes under autocast; weights, Adam's moments, the loss
+            # arithmetic (losses.py widens logits) and backward stay float32
+            with autocast(config.precision, setup.accelerator.device):
+                loss, terms = method.loss(setup.model, setup.original, batches, config)
             value = loss.item()
             (bad,) = procs.sum([0.0 if math.isfinite(value) else 1.0])
             if bad:  # on any process: every process stops here
@@ -297,13 +305,32 @@ def _score_the_end(setup: RunSetup, run: RunProgress) -> None:
     run_dir.write_logs(setup, run)
 
 
-def _recover_from_divergence(setup: RunSetup, run: RunProgress, reason: str) -> None:
+def _stop_for_retained(setup: RunSetup, run: RunProgress, damaged: dict, epoch: int) -> None:
+    """Retained records lost what they held: stop as the perplexity bound does, with a
+    status of its own, and keep the model of the epoch before."""
+    fraction = setup.config.probe.retain_min_ma
+    reason = (
+        f"retained record(s) {', '.join(damaged)} fell under {fraction} x their MA before "
+        f"the run at epoch {epoch}"
+    )
+    _recover_from_divergence(setup, run, reason, status="retain_damaged", damaged=damaged)
+
+
+def _recover_from_divergence(
+    setup: RunSetup,
+    run: RunProgress,
+    reason: str,
+    status: str = "diverged",
+    damaged: dict | None = None,
+) -> None:
     """Keep the last good model and run state: the newest checkpoint, or the input model."""
     latest = checkpoint.latest(setup.out / "checkpoints")  # epoch 0 at least: the input model
     state = checkpoint.load(latest, setup.model, setup.optimizer, setup.procs)
     run.active, run.epochs, run.samples = state["active"], state["epochs"], state["samples"]
-    run.status = "diverged"
-    run.epochs.append({"epoch": run.epoch + 1, "diverged": reason, "kept_epoch": run.epoch})
+    run.status = status
+    stopped = {"epoch": run.epoch + 1, "diverged": reason, "kept_epoch": run.epoch}
+    # the damaged records' EL and MA at the epoch that damaged them (the kept model's are before)
+    run.epochs.append(stopped | ({"retain_damaged": damaged} if damaged else {}))
     run_dir.write_logs(setup, run)
     if setup.procs.main:
         print(
@@ -340,6 +367,7 @@ def _audit(setup: RunSetup) -> dict:
         el_max=min(max(setup.thresholds["el_max"], 0.0), 1.0),  # a leak test needs [0, 1]
         batch_size=config.eval.batch_size,
         decode_batch_size=config.eval.decode_batch_size,
+        precision=config.precision,
     )
     result = audit(
         str(setup.out / "model"),

@@ -369,3 +369,40 @@ def test_a_floored_icu_run_resumes_to_the_uninterrupted_run(scenario, tmp_path):
     assert any(not torch.equal(base[k], a[k]) for k in base)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_a_run_that_wrecks_the_retained_records_stops_names_them_and_exits_3(scenario, tmp_path):
+    """Ascent at a high rate takes the eight planted-and-kept records down with the forget
+    set: the run stops at the first epoch that damaged one, keeps the model before it (the
+    input model), ends retain_damaged with exit 3 and names each damaged record."""
+    out = tmp_path / "run"
+    keys = {
+        "model": scenario["planted_model"], "forget": scenario["forget"],
+        "analogous.pool": scenario["pool"], "probe.retain": scenario["retained"],
+        "prefix_length": 20, "lr": 5e-2, "alpha": 0.0, "beta": 0.0, "batch_size": 4,
+        "max_epochs": 3,
+    }  # fmt: skip
+    sets = [a for k, v in keys.items() for a in ("--set", f"{k}={v}")]
+    proc = run_cli("run", *sets, "--out", str(out))
+    assert proc.returncode == 3, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "retain_damaged" and manifest["epochs"] == 0
+    retained = manifest["retained"]
+    kept = [json.loads(line)["id"] for line in scenario["retained"].read_text().splitlines()]
+    assert list(retained["per_record"]) == kept and retained["min_ma"] == 0.9
+    damaged = retained["damaged"]
+    assert damaged and set(damaged) <= set(kept)
+    for i, r in retained["per_record"].items():
+        assert r["after"] == r["before"]  # the input model kept
+        assert r["before"]["ma"] > 0.9
+        if i in damaged:
+            assert damaged[i]["ma"] < 0.9 * r["before"]["ma"]
+    assert manifest["diverged"]["retain_damaged"] == damaged
+    assert "status: retain_damaged" in proc.stdout
+    assert f"{len(damaged)} kept record(s) DAMAGED at epoch 1" in proc.stdout
+    for i, r in damaged.items():
+        assert (
+            f"  {i}: MA {retained['per_record'][i]['before']['ma']:.4f} -> {r['ma']:.4f}"
+            in proc.stdout
+        )
+    assert all(i in proc.stdout for i in kept)  # every kept record's before and after shown
