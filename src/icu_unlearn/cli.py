@@ -40,7 +40,8 @@ def _bitsandbytes_notices(attacks) -> None:
 
 EXIT_CODES = (
     "Exit codes: 0 done; 2 bad input (nothing written); 3 finished without forgetting every "
-    "sequence asked (status incomplete, or diverged), the ids still extractable listed; "
+    "sequence asked (status incomplete, or diverged), the ids still extractable listed, or "
+    "damaged a probe.retain record (status retain_damaged, the ids listed); "
     "130 interrupted (continue with --resume)."
 )
 
@@ -231,8 +232,47 @@ def _cmd_run(args: argparse.Namespace) -> int:
     gap = result.manifest.get("likelihood_vs_reference")
     if gap:
         print(f"suffix likelihood vs the reference: {gap['mean_gap']:+.2f} nats a token on average")
-    # 3: the run ended without forgetting every sequence asked (a pipeline must not go on)
-    return 3 if result.status in ("incomplete", "diverged") else 0
+    if result.manifest.get("retained"):
+        print(_retained_lines(result.manifest, span))
+    audited = result.manifest.get("audit") or {}
+    if audited.get("summary"):
+        print(f"audit of {result.model_dir}: {audited['summary']}")
+    # 3: the run ended without forgetting every sequence asked, or damaged what it had to
+    # keep (a pipeline must not go on)
+    return 3 if result.status in FAILED else 0
+
+
+FAILED = ("incomplete", "diverged", "retain_damaged")
+
+
+def _retained_lines(manifest: dict, span: str) -> str:
+    """The kept records (probe.retain): each one's EL and MA before and after, and each
+    damaged one named."""
+    retained = manifest["retained"]
+    head = ["kept record (probe.retain)", f"EL ({span}) before", "after", "MA before", "after"]
+    rows = [head] + [
+        [i, *(f"{r[when][k]:.4f}" for k in ("el", "ma") for when in ("before", "after"))]
+        for i, r in retained["per_record"].items()
+    ]
+    lines = [text_table(rows)]
+    damaged = retained["damaged"]
+    if damaged:
+        stopped = manifest["diverged"]
+        lines.append(
+            f"{len(damaged)} kept record(s) DAMAGED at epoch {stopped['epoch']} (MA under "
+            f"{retained['min_ma']} x its own before the run); stopped and kept the model of "
+            f"epoch {stopped['kept_epoch']}:"
+        )
+        for i, r in damaged.items():
+            was = retained["per_record"][i]["before"]
+            lines.append(
+                f"  {i}: MA {was['ma']:.4f} -> {r['ma']:.4f}, EL {was['el']:.4f} -> {r['el']:.4f}"
+            )
+    elif retained["min_ma"] is not None:
+        lines.append(
+            f"no kept record damaged (each MA at least {retained['min_ma']} x its own before)"
+        )
+    return "\n".join(lines)
 
 
 def _cmd_memorize(args: argparse.Namespace) -> int:
@@ -256,7 +296,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     # --quick: the small sizes, with whatever the user gave on top
     summary = run_demo(_settings(DemoSettings, args, base=QUICK if args.quick else DemoSettings()))
-    return 3 if summary["status"] in ("incomplete", "diverged") else 0
+    return 3 if summary["status"] in FAILED else 0
 
 
 def _cmd_utility(args: argparse.Namespace) -> int:
