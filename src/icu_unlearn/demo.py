@@ -20,6 +20,7 @@ from .io import atomic_write_json
 from .memorize import MemorizeSettings, memorize
 from .metrics.memorization import el_range
 from .models import load_model_and_tokenizer
+from .precision import check_precision
 from .report import write_report
 from .table import clip, text_table
 from .train import unlearn
@@ -71,7 +72,17 @@ class DemoSettings:
     data_dir: str | None = field(
         default=None, metadata={"help": "offline data mirror (default: $ICU_DATA_DIR)"}
     )
+    precision: str = field(
+        default="fp32",
+        metadata={
+            "help": "fp32 or bf16 for every step: planting, the scores, ICU and the audits "
+            "(benchmarks/results/bf16_demo.md compares them)"
+        },
+    )
     progress: bool = True
+
+    def __post_init__(self):
+        check_precision(self.precision)
 
 
 # `--quick`: the whole pipeline on two short sequences, for CI and a first look.
@@ -154,6 +165,7 @@ def icu_settings(settings: DemoSettings, planted: str, forget: str, out: Path) -
         f"analogous.pool_limit={settings.pool_limit}",
         f"out={out}",
         f"audit.holdout={settings.holdout}",
+        f"precision={settings.precision}",
         *([f"data_dir={settings.data_dir}"] if settings.data_dir else []),
     ]
 
@@ -187,6 +199,7 @@ def _plant(settings: DemoSettings, folder: Path) -> str:
             max_epochs=settings.plant_max_epochs,
             batch_size=settings.plant_batch_size,
             data_dir=settings.data_dir,
+            precision=settings.precision,
         ),
         overwrite=True,
         progress=settings.progress,
@@ -202,7 +215,11 @@ def _plant(settings: DemoSettings, folder: Path) -> str:
 
 def _memorization(model: str, spec: str, settings: DemoSettings) -> list[dict]:
     return evaluate(
-        model, spec, settings=EvalSettings(), data_dir=settings.data_dir, progress=settings.progress
+        model,
+        spec,
+        settings=EvalSettings(precision=settings.precision),
+        data_dir=settings.data_dir,
+        progress=settings.progress,
     ).samples
 
 
@@ -215,7 +232,7 @@ def _audit(model: str, forget: str, settings: DemoSettings) -> str:
         forget,
         holdout=settings.holdout,
         reference=settings.model,
-        settings=AuditSettings(el_window=True),
+        settings=AuditSettings(el_window=True, precision=settings.precision),
         data_dir=settings.data_dir,
     )
     return result.summary_line()

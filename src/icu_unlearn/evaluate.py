@@ -23,6 +23,8 @@ from .metrics.similarity import (
     token_entropy,
 )
 from .models import load_model_and_tokenizer
+from .precision import HELP as PRECISION_HELP
+from .precision import check_precision
 from .privacy import redact_row
 
 
@@ -42,6 +44,11 @@ class EvalSettings(ScoringSettings):
         default=None,
         metadata={"help": "the paper's GPT evaluation, when an endpoint is given"},
     )
+    precision: str = field(default="fp32", metadata={"help": PRECISION_HELP})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_precision(self.precision)
 
 
 @dataclass
@@ -96,6 +103,7 @@ def score_samples(
         tokenizer.pad_token_id,
         settings.batch_size,
         suffix_nll=suffix_nll,
+        precision=settings.precision,
     ) if mine else None  # fmt: skip
     greedy, ma, nll = (scored.greedy, scored.ma, scored.suffix_nll) if mine else (None, [], [])
     rows = [{"id": s.id, "ma": m} | _facts(s) for s, m in zip(mine, ma, strict=True)]
@@ -144,6 +152,7 @@ def _score(
             decode_batch_size=settings.decode_batch_size,
             el_for=el_wanted[k : k + step],
             greedy=greedy[k : k + step],
+            precision=settings.precision,
         )
         el += scores.extraction_likelihood
         gens += scores.generations

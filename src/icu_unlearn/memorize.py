@@ -15,6 +15,8 @@ from accelerate import PartialState
 
 from .config import RunConfig, load_config
 from .io import atomic_write_json
+from .precision import HELP as PRECISION_HELP
+from .precision import check_precision
 from .train import unlearn
 
 
@@ -39,6 +41,10 @@ class MemorizeSettings:
         },
     )
     data_dir: str | None = field(default=None, metadata={"help": "offline data mirror"})
+    precision: str = field(default="fp32", metadata={"help": PRECISION_HELP})
+
+    def __post_init__(self):
+        check_precision(self.precision)
 
 
 def memorize(
@@ -83,6 +89,7 @@ def _run_config(settings: MemorizeSettings) -> RunConfig:
         "prefix_length": settings.prefix_length,
         "out": settings.out,
         "memorize.target_ma": settings.target_ma,
+        "precision": settings.precision,
         **({"data_dir": settings.data_dir} if settings.data_dir else {}),
     }
     return load_config(None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])

@@ -44,7 +44,10 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
         config.forget, tokenizer, config.prefix_length, config.data_dir, vocab_size=vocab
     )
     scoring = EvalSettings(
-        **asdict(config.eval), el_n=config.stop.el_n, el_window=config.stop.el_window
+        **asdict(config.eval),
+        el_n=config.stop.el_n,
+        el_window=config.stop.el_window,
+        precision=config.precision,
     )
     latest = checkpoint.latest(out / "checkpoints") if resume else None
     target = config.resolved_forget_target()

@@ -22,6 +22,7 @@ from transformers import PreTrainedModel
 
 from .generation import longest_first as longest_first_batches
 from .generation import model_device, right_pad
+from .precision import autocast
 
 
 @dataclass
@@ -69,6 +70,7 @@ def teacher_forced(
     token_logprobs: bool = False,
     per_suffix: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
     longest_first: bool = True,
+    precision: str = "fp32",
 ) -> TeacherForced:
     """One forward pass per batch of `batch_size` sequences, and every number asked of it.
 
@@ -77,6 +79,8 @@ def teacher_forced(
     logits that predict its suffix x_t0..x_{T-1} and those m tokens, on the model's
     device (the audit's statistics). The suffix needs `prefix_lengths` (t0 each).
     `longest_first=False`: batches of consecutive sequences, in the caller's order.
+    `precision` "bf16": the passes under autocast (`precision.autocast`); the log-probs
+    and statistics are still taken in float32, of bf16-rounded logits.
     """
     if (suffix_nll or per_suffix is not None) and prefix_lengths is None:
         raise ValueError("suffix scores need the prefix lengths")
@@ -94,7 +98,8 @@ def teacher_forced(
         batches = [list(range(k, min(k + batch_size, len(seqs)))) for k in starts]
     for batch in batches:
         ids, mask = right_pad([seqs[i] for i in batch], pad_token_id, device)
-        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, W_b, V)
+        with autocast(precision, device):
+            logits = model(input_ids=ids, attention_mask=mask).logits  # (B, W_b, V)
         greedy[batch, : ids.shape[1]] = logits.argmax(-1).cpu()
         picked = None
         if suffix_nll or token_logprobs:
@@ -128,6 +133,7 @@ def greedy_continuations(
     starts: Sequence[tuple[int, int]],
     pad_token_id: int,
     decode_batch_size: int = 128,
+    precision: str = "fp32",
 ) -> dict[tuple[int, int], list[int]]:
     """The greedy continuation of x[:q] of sequence b, T_b - q tokens, for every (b, q).
 
@@ -136,12 +142,13 @@ def greedy_continuations(
     attends to sequence b's cached keys at positions < q (no re-prefill), its new tokens
     take positions q, q+1, ..., and its first token is the pass's argmax. Rows decode
     `decode_batch_size` at a time, longest remaining first, so that finished rows leave
-    the batch (once they are half of it).
+    the batch (once they are half of it). `precision` "bf16": every pass under autocast.
     """
     device = model_device(model)
     # logits_to_keep=1 keeps the pass from holding (B, W, V) logits: only the cache is used
     ids, mask = right_pad(sequences, pad_token_id, device)
-    cache = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1).cache
+    with autocast(precision, device):
+        cache = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1).cache
     width = cache.get_seq_length()
     remaining = [len(sequences[b]) - q - 1 for b, q in starts]
     decoded: dict[tuple[int, int], list[int]] = {}
@@ -174,13 +181,14 @@ def greedy_continuations(
                 row_cache.batch_select_indices(torch.arange(active, device=device))
                 base, tok, positions = base[:active], tok[:active], positions[:active]
             attention = torch.cat([base, base.new_ones(base.shape[0], s + 1)], dim=1)
-            out = model(
-                input_ids=tok[:, None],
-                attention_mask=attention,
-                position_ids=(positions + s)[:, None],
-                cache=row_cache,
-                use_cache=True,
-            )
+            with autocast(precision, device):
+                out = model(
+                    input_ids=tok[:, None],
+                    attention_mask=attention,
+                    position_ids=(positions + s)[:, None],
+                    cache=row_cache,
+                    use_cache=True,
+                )
             row_cache = out.cache
             tok = out.logits[:, -1].argmax(-1)
             for r, t in enumerate(tok.tolist()[:active]):

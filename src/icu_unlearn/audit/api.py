@@ -12,8 +12,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.forget import ForgetSample, load_forget_set
 from ..errors import UsageError
+from ..generation import model_device
 from ..metrics.memorization import el_range
 from ..models import load_model_and_tokenizer, prepare_tokenizer, weights_digest
+from ..precision import autocast
 from . import cache
 from .attacks import bnb_quantize, quantize_model, relearn, relearn_split, require_bitsandbytes
 from .measure import Context, measure_forget, measure_holdout
@@ -109,7 +111,8 @@ def _reference_rows(reference, model, tokenizer, forget, holdout, ctx: Context):
             return found
         if loaded is None:
             loaded = _load_reference(reference, model, tokenizer)
-        measured = measure(loaded, samples, ctx)
+        with autocast(ctx.settings.precision, model_device(loaded)):
+            measured = measure(loaded, samples, ctx)
         cache.store(key, measured)
         return measured
 
@@ -146,8 +149,10 @@ def _subject(model, forget, holdout, reference, ctx: Context) -> dict:
     `reference` holds the reference model's measurements of the same forget and
     holdout sequences (or None), so that attacks reuse them instead of measuring again.
     """
-    measured = measure_forget(model, forget, ctx)
-    measured_holdout = measure_holdout(model, holdout, ctx) if holdout else []
+    # bf16: the measurements under autocast; an attack's own training (relearn) stays float32
+    with autocast(ctx.settings.precision, model_device(model)):
+        measured = measure_forget(model, forget, ctx)
+        measured_holdout = measure_holdout(model, holdout, ctx) if holdout else []
     ref_forget, ref_holdout = reference if reference is not None else (None, None)
     held = holdout_rows(holdout, measured_holdout, ref_holdout)
     sequences = sequence_rows(forget, measured, ref_forget, held, ctx.settings)

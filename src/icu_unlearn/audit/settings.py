@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
+from ..precision import check_precision
 
 
 @dataclass
@@ -146,6 +147,13 @@ class AuditSettings:
             "updates one epoch allows."
         },
     )
+    precision: str = field(
+        default="fp32",
+        metadata={
+            "help": "fp32 or bf16: bf16 measures every model under autocast (the relearn "
+            "attack's training stays float32); a run's audit takes the run's precision."
+        },
+    )
 
     def __post_init__(self):
         self.schemes = [s if isinstance(s, SamplingScheme) else _scheme(s) for s in self.schemes]
@@ -171,6 +179,7 @@ class AuditSettings:
             raise UsageError("audit.quantize_group_size must be at least 1")
         if self.relearn_lr <= 0:
             raise UsageError(f"audit.relearn_lr must be positive, got {self.relearn_lr}")
+        check_precision(self.precision, "audit precision")
 
 
 def _scheme(value) -> SamplingScheme:

@@ -31,7 +31,8 @@ import torch
 from transformers import PreTrainedModel
 
 from ..errors import UsageError
-from ..generation import generate_continuations
+from ..generation import generate_continuations, model_device
+from ..precision import autocast
 from ..scoring import TeacherForced, accuracy, greedy_continuations, next_token_hits, teacher_forced
 
 
@@ -91,8 +92,10 @@ def memorization_scores_reference(
     pad_token_id: int,
     n: int = 10,
     window: bool = False,
+    precision: str = "fp32",
 ) -> MemorizationScores:
-    """The definitions, literally: one greedy `generate` per prefix length."""
+    """The definitions, literally: one greedy `generate` per prefix length (under autocast
+    with `precision` "bf16")."""
     _check(sequences, prefix_length, n, window)
     seqs = [list(s) for s in sequences]
     el_sum = [0.0] * len(seqs)
@@ -102,9 +105,10 @@ def memorization_scores_reference(
     for p in range(1, max(len(s) for s in seqs)):
         rows = [i for i, s in enumerate(seqs) if p < len(s)]
         lengths = [len(seqs[i]) - p for i in rows]
-        conts = generate_continuations(
-            model, [seqs[i][:p] for i in rows], lengths, pad_token_id, batch_size=len(rows)
-        )
+        with autocast(precision, model_device(model)):
+            conts = generate_continuations(
+                model, [seqs[i][:p] for i in rows], lengths, pad_token_id, batch_size=len(rows)
+            )
         for i, cont in zip(rows, conts, strict=True):
             truth = seqs[i][p:]
             ma_hits[i] += cont[0] == truth[0]
@@ -130,6 +134,7 @@ def memorization_pass(
     pad_token_id: int,
     batch_size: int = 8,
     suffix_nll: bool = False,
+    precision: str = "fp32",
 ) -> TeacherForced:
     """The teacher-forced pass that EL/MA scoring starts from: MA, the greedy next tokens
     EL's decoding plan needs and (`suffix_nll`) each suffix's mean NLL.
@@ -146,6 +151,7 @@ def memorization_pass(
         batch_size,
         suffix_nll=suffix_nll,
         longest_first=False,
+        precision=precision,
     )
 
 
@@ -161,6 +167,7 @@ def memorization_scores(
     decode_batch_size: int = 128,
     el_for: Sequence[bool] | None = None,
     greedy: torch.Tensor | None = None,
+    precision: str = "fp32",
 ) -> MemorizationScores:
     """EL_n, MA and the greedy suffix generation, equal to the reference, far faster.
 
@@ -170,12 +177,15 @@ def memorization_scores(
     `el_for[i]` False: sequence i's EL is not computed (None), only its MA and its
     generation from t0 (one decoding row instead of one per mismatch). `greedy`: the
     (N, W) next-token argmax of `memorization_pass`, when the caller has it already.
+    `precision` "bf16": every pass under autocast (`precision.autocast`).
     """
     _check(sequences, prefix_length, n, window)
     seqs = [list(s) for s in sequences]
     el_for = [True] * len(seqs) if el_for is None else list(el_for)
     if greedy is None:
-        greedy = memorization_pass(model, seqs, prefix_length, pad_token_id, batch_size).greedy
+        greedy = memorization_pass(
+            model, seqs, prefix_length, pad_token_id, batch_size, precision=precision
+        ).greedy
     hits = [next_token_hits(s, greedy[i, : len(s) - 1].tolist()) for i, s in enumerate(seqs)]
     el: list[float | None] = [None] * len(seqs)
     gens: list[list[int]] = [[] for _ in seqs]
@@ -193,6 +203,7 @@ def memorization_scores(
             n,
             window,
             decode_batch_size,
+            precision,
         )
         for i, (e, g) in zip(group, scores, strict=True):
             el[i], gens[i] = e, g
@@ -204,9 +215,12 @@ def memorization_accuracy(
     sequences: Sequence[Sequence[int]],
     pad_token_id: int,
     batch_size: int = 8,
+    precision: str = "fp32",
 ) -> list[float]:
     """MA alone (Eq. 9), from one forward pass: the greedy next token after x[:p] is x_p."""
-    return memorization_pass(model, sequences, None, pad_token_id, batch_size).ma
+    return memorization_pass(
+        model, sequences, None, pad_token_id, batch_size, precision=precision
+    ).ma
 
 
 def _decoding_plan(seq, hits, t0, n, window, el=True):
@@ -225,7 +239,7 @@ def _decoding_plan(seq, hits, t0, n, window, el=True):
 
 
 def _score_group(
-    model, seqs, t0s, el_for, hits, greedy, pad_token_id, n, window, decode_batch_size
+    model, seqs, t0s, el_for, hits, greedy, pad_token_id, n, window, decode_batch_size, precision
 ):
     """(EL or None, generation from t0) of each sequence of one batch."""
     greedy = greedy[:, : max(len(s) for s in seqs)]
@@ -236,7 +250,9 @@ def _score_group(
         next_mismatch.append(nxt)
         needed.extend((b, q) for q in positions)
 
-    decoded = greedy_continuations(model, seqs, greedy, needed, pad_token_id, decode_batch_size)
+    decoded = greedy_continuations(
+        model, seqs, greedy, needed, pad_token_id, decode_batch_size, precision
+    )
 
     scores = []
     for b, seq in enumerate(seqs):

@@ -1,0 +1,48 @@
+"""`precision`: bf16 enters autocast, fp32 enters nothing; bad values are refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from icu_unlearn.errors import UsageError
+from icu_unlearn.precision import autocast, check_precision
+from icu_unlearn.scoring import teacher_forced
+from tests.conftest import tiny_llama
+
+
+def test_fp32_enters_no_context_and_bf16_autocasts_the_matrix_products():
+    layer = torch.nn.Linear(4, 3)
+    x = torch.randn(2, 4)
+    with autocast("fp32", "cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+        assert layer(x).dtype == torch.float32
+    with autocast("bf16", torch.device("cpu")):
+        assert layer(x).dtype == torch.bfloat16
+    assert layer.weight.dtype == torch.float32  # the weights stay float32
+
+
+def test_bad_precision_is_refused_in_one_line():
+    check_precision("bf16")
+    with pytest.raises(UsageError, match="precision must be fp32 or bf16, got 'fp16'"):
+        check_precision("fp16")
+    with pytest.raises(UsageError):
+        autocast("float16", "cpu")
+
+
+def test_bf16_scores_are_close_to_fp32_and_not_the_same():
+    """The teacher-forced pass under bf16: float32 log-probs of bf16-rounded logits, within
+    bf16's rounding of fp32's (8 mantissa bits: ~0.4% a logit) and not bit for bit equal."""
+    model = tiny_llama().eval()
+    seqs = [[int(t) for t in torch.randint(0, 64, (12,), generator=torch.Generator().manual_seed(s))]
+            for s in range(3)]  # fmt: skip
+    fp32 = teacher_forced(model, seqs, 0, token_logprobs=True)
+    default = teacher_forced(model, seqs, 0, token_logprobs=True, precision="fp32")
+    bf16 = teacher_forced(model, seqs, 0, token_logprobs=True, precision="bf16")
+    for a, b, c in zip(fp32.token_logprobs, default.token_logprobs, bf16.token_logprobs,
+                       strict=True):  # fmt: skip
+        assert torch.equal(a, b)  # fp32 is the default, bit for bit
+        assert c.dtype == torch.float32
+        torch.testing.assert_close(c, a, atol=0.1, rtol=0.05)
+    pairs = zip(fp32.token_logprobs, bf16.token_logprobs, strict=True)
+    assert any(not torch.equal(a, c) for a, c in pairs)  # autocast ran
