@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from icu_unlearn.audit import AuditSettings, cache
+from icu_unlearn.audit.measure import Context
 from icu_unlearn.errors import UsageError
 from icu_unlearn.precision import autocast, check_precision
 from icu_unlearn.scoring import teacher_forced
@@ -46,3 +48,14 @@ def test_bf16_scores_are_close_to_fp32_and_not_the_same():
         torch.testing.assert_close(c, a, atol=0.1, rtol=0.05)
     pairs = zip(fp32.token_logprobs, bf16.token_logprobs, strict=True)
     assert any(not torch.equal(a, c) for a, c in pairs)  # autocast ran
+
+
+def test_the_reference_cache_keeps_bf16_and_fp32_measurements_apart(gpt2):
+    """bf16 measures other numbers: a cached fp32 measurement of the reference must not
+    answer a bf16 audit (the key holds every measuring setting, precision included)."""
+
+    def key(precision: str) -> str:
+        ctx = Context(gpt2, AuditSettings(precision=precision))
+        return cache.entry_key("weights:x", "forget", [], ctx, 64)
+
+    assert key("fp32") == key("fp32") != key("bf16")
