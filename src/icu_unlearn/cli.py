@@ -259,18 +259,18 @@ def _retained_lines(manifest: dict, span: str) -> str:
     if damaged:
         stopped = manifest["diverged"]
         lines.append(
-            f"{len(damaged)} kept record(s) DAMAGED at epoch {stopped['epoch']} (MA under "
-            f"{retained['min_ma']} x its own before the run); stopped and kept the model of "
-            f"epoch {stopped['kept_epoch']}:"
+            f"{len(damaged)} kept record(s) DAMAGED at epoch {stopped['epoch']} (MA down more "
+            f"than {retained['max_ma_drop']} from its own before the run); stopped and kept "
+            f"the model of epoch {stopped['kept_epoch']}:"
         )
         for i, r in damaged.items():
             was = retained["per_record"][i]["before"]
             lines.append(
                 f"  {i}: MA {was['ma']:.4f} -> {r['ma']:.4f}, EL {was['el']:.4f} -> {r['el']:.4f}"
             )
-    elif retained["min_ma"] is not None:
+    elif retained["max_ma_drop"] is not None:
         lines.append(
-            f"no kept record damaged (each MA at least {retained['min_ma']} x its own before)"
+            f"no kept record damaged (none lost more than {retained['max_ma_drop']} of its MA)"
         )
     return "\n".join(lines)
 

@@ -336,10 +336,10 @@ class ProbeConfig:
             "help": "Stop as diverged when held-out perplexity exceeds this multiple of the input model's (ascent can wreck a model in one step); None: watch only."
         },
     )
-    retain_min_ma: float | None = field(
-        default=0.9,
+    retain_max_ma_drop: float | None = field(
+        default=0.1,
         metadata={
-            "help": "A probe.retain record is damaged when its MA falls under this fraction of its own MA before the run (0.9: it lost a tenth of the suffix tokens it predicted); then the run stops as retain_damaged, keeps the last good model and exits 3. A fraction of each record's own level, not one absolute level: retained records may be memorized (MA near 1) or ordinary text (MA near 0.3). None: watch only."
+            "help": "A probe.retain record is damaged when its MA falls more than this below its own MA before the run (0.1: a tenth of its suffix tokens no longer predicted; a memorized record may go from 1.0 to 0.9, ordinary text from 0.3 to 0.2); the run then stops as retain_damaged, keeps the last good model and exits 3. Each record against its own level, since kept records may be memorized or ordinary text; a drop, not a fraction of it, since a fraction of a low MA is noise (one token of 20 is 0.05). None: watch only."
         },
     )
 
@@ -349,8 +349,8 @@ class ProbeConfig:
                 raise UsageError("probe.max_perplexity_ratio needs probe.heldout sequences")
             if self.max_perplexity_ratio <= 1:
                 raise UsageError("probe.max_perplexity_ratio must be above 1, e.g. 1.5")
-        if self.retain_min_ma is not None and not 0 < self.retain_min_ma <= 1:
-            raise UsageError("probe.retain_min_ma must be a fraction in (0, 1], e.g. 0.9")
+        if self.retain_max_ma_drop is not None and not 0 <= self.retain_max_ma_drop < 1:
+            raise UsageError("probe.retain_max_ma_drop must be in [0, 1), e.g. 0.1")
 
 
 def _as_audit(name: str):

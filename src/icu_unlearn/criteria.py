@@ -96,13 +96,15 @@ def perplexity_exploded(config: RunConfig, before: dict, now: dict, epoch: int) 
 
 
 def retain_damaged(config: RunConfig, before: dict, now: dict) -> dict[str, dict]:
-    """The retained records (id: EL and MA now) whose MA fell under probe.retain_min_ma
-    times their own MA before the run; empty when none did, or nothing is watched."""
-    fraction = config.probe.retain_min_ma
-    if fraction is None or "retain" not in now:
+    """The retained records (id: EL and MA now) whose MA fell more than
+    probe.retain_max_ma_drop below their own MA before the run; empty when none did, or
+    nothing is watched. MA is a share of suffix tokens: the drop is compared rounded, so
+    that one token of ten (0.8 - 0.7 = 0.10000000000000009 in floats) is a drop of 0.1."""
+    drop = config.probe.retain_max_ma_drop
+    if drop is None or "retain" not in now:
         return {}
     was = before["retain"]
-    return {i: r for i, r in now["retain"].items() if r["ma"] < fraction * was[i]["ma"]}
+    return {i: r for i, r in now["retain"].items() if round(was[i]["ma"] - r["ma"], 9) > drop}
 
 
 def load_reference(config: RunConfig, tokenizer):

@@ -200,12 +200,12 @@ def write_manifest(
 
 def _retained(setup: RunSetup, run: RunProgress) -> dict:
     """Per retained record: EL and MA before the run and of the kept model; `damaged`:
-    the ids (with their EL and MA then) that fell under probe.retain_min_ma."""
+    the ids (with their EL and MA then) that lost more than probe.retain_max_ma_drop."""
     kept = next((r for r in run.epochs if r["epoch"] == run.epoch and "diverged" not in r), {})
     after = kept.get("retain", run.probe_before["retain"])  # epoch 0: the input model kept
     damaged = run.epochs[-1].get("retain_damaged", {}) if run.epochs else {}
     return {
-        "min_ma": setup.config.probe.retain_min_ma,
+        "max_ma_drop": setup.config.probe.retain_max_ma_drop,
         "per_record": {
             i: {"before": was, "after": after[i]} for i, was in run.probe_before["retain"].items()
         },

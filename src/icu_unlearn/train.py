@@ -308,9 +308,9 @@ def _score_the_end(setup: RunSetup, run: RunProgress) -> None:
 def _stop_for_retained(setup: RunSetup, run: RunProgress, damaged: dict, epoch: int) -> None:
     """Retained records lost what they held: stop as the perplexity bound does, with a
     status of its own, and keep the model of the epoch before."""
-    fraction = setup.config.probe.retain_min_ma
+    drop = setup.config.probe.retain_max_ma_drop
     reason = (
-        f"retained record(s) {', '.join(damaged)} fell under {fraction} x their MA before "
+        f"retained record(s) {', '.join(damaged)} lost more than {drop} of their MA before "
         f"the run at epoch {epoch}"
     )
     _recover_from_divergence(setup, run, reason, status="retain_damaged", damaged=damaged)

@@ -187,7 +187,12 @@ def test_iur_removes_a_sample_whose_generation_is_fluent_and_different():
 
 @pytest.mark.parametrize(
     "bad",
-    ["stop.scope=some", "adam_betas=[0.9]", "llmu.num_mismatches=0", "probe.retain_min_ma=1.5"],
+    [
+        "stop.scope=some",
+        "adam_betas=[0.9]",
+        "llmu.num_mismatches=0",
+        "probe.retain_max_ma_drop=1.5",
+    ],
 )
 def test_new_keys_are_validated(bad):
     from icu_unlearn.errors import UsageError
@@ -268,17 +273,32 @@ def test_el_is_scored_only_where_it_can_change_a_decision():
     assert rule_for(every, LIMITS, None).el_needed(_states(rows), False) == {"a", "b"}
 
 
-def test_a_retained_record_is_damaged_under_its_own_fraction_of_ma():
-    """retain_min_ma 0.9 of each record's own MA before: a record at 1.0 may fall to 0.9
-    (0.9 x 1.0, not under it), one at 0.3 to 0.27; 0.85 and 0.2 are under theirs, and
-    under 0.8 only 0.2 is (0.8 x 0.3 = 0.24)."""
-    before = {"retain": {"a": {"el": 1.0, "ma": 1.0}, "b": {"el": 0.2, "ma": 0.3}}}
-    now = {"retain": {"a": {"el": 0.9, "ma": 0.9}, "b": {"el": 0.1, "ma": 0.27}}}
-    assert criteria.retain_damaged(_config(), before, now) == {}
-    now["retain"]["a"]["ma"], now["retain"]["b"]["ma"] = 0.85, 0.2
-    assert set(criteria.retain_damaged(_config(), before, now)) == {"a", "b"}
-    assert set(criteria.retain_damaged(_config(**{"probe.retain_min_ma": 0.8}), before, now)) == {
-        "b"
+def test_a_retained_record_is_damaged_when_its_ma_drops_more_than_the_limit():
+    """retain_max_ma_drop 0.1 below each record's own MA before: 1.0 may fall to 0.9 and
+    0.8 to 0.7 (0.10000000000000009 in floats: one token of ten is a drop of 0.1, not
+    more); 0.85 and 0.6 are more. A record that held little (0.05) cannot be damaged."""
+    before = {
+        "retain": {
+            "a": {"el": 1.0, "ma": 1.0},
+            "b": {"el": 0.2, "ma": 0.8},
+            "c": {"el": 0.0, "ma": 0.05},
+        }
     }
-    assert criteria.retain_damaged(_config(**{"probe.retain_min_ma": "null"}), before, now) == {}
+    now = {
+        "retain": {
+            "a": {"el": 0.9, "ma": 0.9},
+            "b": {"el": 0.1, "ma": 0.7},
+            "c": {"el": 0.0, "ma": 0.0},
+        }
+    }
+    assert criteria.retain_damaged(_config(), before, now) == {}
+    now["retain"]["a"]["ma"], now["retain"]["b"]["ma"] = 0.85, 0.6
+    assert criteria.retain_damaged(_config(), before, now) == {
+        "a": {"el": 0.9, "ma": 0.85},
+        "b": {"el": 0.1, "ma": 0.6},
+    }
+    loose = _config(**{"probe.retain_max_ma_drop": 0.15})  # 1.0 - 0.85 is 0.15: not more
+    assert set(criteria.retain_damaged(loose, before, now)) == {"b"}
+    watch = _config(**{"probe.retain_max_ma_drop": "null"})
+    assert criteria.retain_damaged(watch, before, now) == {}
     assert criteria.retain_damaged(_config(), {}, {"heldout_ppl": 3.0}) == {}  # nothing kept
