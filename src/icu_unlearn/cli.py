@@ -366,9 +366,13 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .report import audit_lines, load_run, write_report
 
     written = write_report(args.runs, args.out, text=args.text)
+    for path in args.runs:  # each run's audits in the words run and audit print
+        run = load_run(path)
+        lines = [f"{run.name}: {line}" for line in audit_lines(run)]
+        print("\n".join(lines) or f"{run.name}: not audited")
     print("wrote " + " and ".join(str(p) for p in written))
     return 0
 

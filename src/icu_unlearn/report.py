@@ -286,19 +286,94 @@ def _timeline_plot(run: RunRecord) -> str:
 END_HEADS = ["id", "end", "EL", "MA", "ref EL", "ref MA", "NLL", "ref NLL", "audit"]
 
 
+@dataclass
+class AuditRecord:
+    """One audit.json of a run's model: the run's own, or one `icu-unlearn audit --model
+    RUN/model --out RUN/...` wrote later."""
+
+    path: Path
+    data: dict
+    own: bool  # the run's own (RUN/audit.json, written as the run finished)
+
+    @property
+    def summary(self) -> str:
+        from .audit.table import summary_line
+
+        return summary_line(self.data["aggregates"])
+
+    @property
+    def attacks(self) -> dict[str, str]:
+        """Per attack that audited an attacked copy (quantize, relearn, ...): its summary."""
+        from .audit.table import summary_line
+
+        return {k: summary_line(v["aggregates"]) for k, v in self.data["attacks"].items()}
+
+    def describe(self, run: RunRecord) -> str:
+        """Where it is and what it ran: "audit-q/audit.json, attacks quantize:4"."""
+        attacks = self.data["settings"].get("attacks") or []
+        ran = f"attacks {', '.join(attacks)}" if attacks else "no attacks"
+        return f"{self.path.relative_to(run.path)}, {ran}"
+
+    def verdicts(self) -> dict[str, str]:
+        """Per sequence: its verdict, the tests that leaked it, and whether it stands out."""
+        verdicts = {}
+        for s in self.data["sequences"]:
+            flag = " (stands out)" if s.get("stands_out") else ""
+            leaked = f" by {', '.join(s['leaked_by'])}" if s["verdict"] == "leaked" else ""
+            verdicts[s["id"]] = s["verdict"] + leaked + flag
+        return verdicts
+
+
+def run_audits(run: RunRecord) -> tuple[AuditRecord | None, AuditRecord | None]:
+    """The run's own audit and the newest audit of its model (by modification time) found
+    under the run's folder, when that is another: the one a user ran later, with attacks."""
+    model = (run.path / "model").resolve()
+    found = []
+    for path in sorted(run.path.rglob("audit.json")):
+        if {"model", "checkpoints"} & set(path.relative_to(run.path).parts[:-1]):
+            continue
+        try:
+            data = json.loads(path.read_text())
+            spec = Path(data["settings"]["model"]).expanduser()
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not an audit this version wrote
+        # a relative --model resolves from where audit ran: its last two parts name it here
+        own = path.parent == run.path  # written by the run (or by an audit --out RUN)
+        if (
+            own
+            or spec.resolve() == model
+            or (not spec.is_absolute() and spec.parts[-2:] == (run.path.name, "model"))
+        ):
+            found.append((path.stat().st_mtime, AuditRecord(path, data, own)))
+    own = next((a for _, a in found if a.own), None)
+    latest = max(found, key=lambda f: f[0])[1] if found else None
+    return own, (None if latest is None or latest.own else latest)
+
+
+def audit_lines(run: RunRecord) -> list[str]:
+    """The run's own audit and the latest audit of its model, one summary line each (the
+    words `run` and `audit` print), the latest with each attack's."""
+    own, latest = run_audits(run)
+    lines = []
+    if own is not None:
+        lines.append(f"audit (the run's own, {own.describe(run)}): {own.summary}")
+    elif (run.manifest.get("audit") or {}).get("summary"):
+        lines.append(f"audit (the run's own): {run.manifest['audit']['summary']}")
+    if latest is not None:
+        lines.append(f"latest audit ({latest.describe(run)}): {latest.summary}")
+        lines += [f"  after {spec}: {summary}" for spec, summary in latest.attacks.items()]
+    return lines
+
+
 def end_state_rows(run: RunRecord) -> list[list[str]]:
     """Per forget sequence at the end: done by which rule (or still extractable), its EL,
     MA and suffix NLL beside the never-trained reference's, and the audit's verdict."""
     m, key = run.manifest, run.el_key
     last = [r for r in run.samples if r["epoch"] == m["epochs"]]
     reference = m.get("reference_scores") or {}
-    verdicts = {}
-    if (run.path / "audit.json").is_file():
-        audited = json.loads((run.path / "audit.json").read_text())
-        for s in audited["sequences"]:
-            flag = " (stands out)" if s.get("stands_out") else ""
-            leaked = f" by {', '.join(s['leaked_by'])}" if s["verdict"] == "leaked" else ""
-            verdicts[s["id"]] = s["verdict"] + leaked + flag
+    own, latest = run_audits(run)
+    verdicts = own.verdicts() if own else {}
+    later = latest.verdicts() if latest else None  # a column of its own, when there is one
     rows = []
     for r in last:
         ref = reference.get(r["id"], {})
@@ -312,9 +387,14 @@ def end_state_rows(run: RunRecord) -> list[list[str]]:
                 *(_num(v) for v in (r.get(key), r.get("ma"), ref.get(key), ref.get("ma"))),
                 *(_num(v, "{:.2f}") for v in (r.get("suffix_nll"), ref.get("suffix_nll"))),
                 verdicts.get(r["id"], "–"),
+                *([later.get(r["id"], "–")] if later is not None else []),
             ]
         )
     return rows
+
+
+def end_heads(run: RunRecord) -> list[str]:
+    return END_HEADS + (["latest audit"] if run_audits(run)[1] is not None else [])
 
 
 def _num(value, fmt: str = "{:.3f}") -> str:
@@ -324,14 +404,13 @@ def _num(value, fmt: str = "{:.3f}") -> str:
 def _end_state_markdown(run: RunRecord) -> list[str]:
     m = run.manifest
     parts = [f"\n## {run.name}: every forget sequence at the end\n"]
-    audit = m.get("audit") or {}
-    if audit.get("summary"):
-        parts.append(f"Audit: {audit['summary']}.\n")
+    parts += [f"- {line.strip()}" for line in audit_lines(run)] + [""]
     left = m.get("still_extractable") or []
     if left:
         parts.append(f"Still extractable on their own: {', '.join(r['id'] for r in left)}.\n")
-    parts.append("| " + " | ".join(END_HEADS) + " |")
-    parts.append("|" + "---|" * len(END_HEADS))
+    heads = end_heads(run)
+    parts.append("| " + " | ".join(heads) + " |")
+    parts.append("|" + "---|" * len(heads))
     parts += ["| " + " | ".join(row) + " |" for row in end_state_rows(run)]
     return parts
 
@@ -391,14 +470,14 @@ def render_html(runs: list[RunRecord], redact: bool = False) -> str:
     ]
     for run in runs:
         sections.append(f"<h2>{esc(run.name)}: every forget sequence at the end</h2>")
-        summary = (run.manifest.get("audit") or {}).get("summary")
-        if summary:
-            sections.append(f"<p>Audit: {esc(summary)}.</p>")
+        audits = "".join(f"<li>{esc(line.strip())}</li>" for line in audit_lines(run))
+        if audits:
+            sections.append(f"<ul>{audits}</ul>")
         end = "".join(
             "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>\n"
             for row in end_state_rows(run)
         )
-        heads = "".join(f"<th>{esc(h)}</th>" for h in END_HEADS)
+        heads = "".join(f"<th>{esc(h)}</th>" for h in end_heads(run))
         sections.append(f"<table><thead><tr>{heads}</tr></thead><tbody>{end}</tbody></table>")
     for run in runs:
         sections.append(f"<h2>{esc(run.name)}: per-sample removal timeline</h2>")

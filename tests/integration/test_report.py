@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import shutil
 
 import pytest
 
@@ -29,6 +30,7 @@ def runs(tmp_path_factory, data_dir):
                 f"forget={paths['forget']}",
                 f"analogous.pool={paths['pool']}",
                 f"probe.retain={paths['retained']}",
+                "probe.retain_max_ma_drop=null",  # a random model's MA on them is noise
                 f"probe.heldout={paths['heldout']}",
                 f"method={method}",
                 "prefix_length=20",
@@ -88,3 +90,37 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):
     proc = run_cli("report", str(tmp_path), "--out", str(tmp_path / "r.html"))
     assert proc.returncode == 2 and "no manifest.json" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "r.html").exists()
+
+
+def test_report_shows_a_later_audit_of_the_runs_model_beside_the_runs_own(runs, tmp_path):
+    """`audit --model RUN/model --out RUN/audit-later` after the run: `report RUN` shows
+    that audit (its attacks too) beside the run's own, in the words `audit` printed."""
+    from icu_unlearn.audit.table import summary_line
+
+    run = tmp_path / runs[0].name
+    shutil.copytree(runs[0], run)  # the run's own audit.json keeps its older time
+    manifest = json.loads((run / "manifest.json").read_text())
+    proc = run_cli(
+        "audit", "--model", str(run / "model"), "--forget", manifest["config"]["forget"],
+        "--prefix-length", "20", "--attack", "quantize:8", "--out", str(run / "audit-later"),
+    )  # fmt: skip
+    assert proc.returncode in (0, 3), proc.stderr
+    later = json.loads((run / "audit-later" / "audit.json").read_text())
+    summary = summary_line(later["aggregates"])
+    attacked = summary_line(later["attacks"]["quantize:8"]["aggregates"])
+    assert summary in proc.stdout.splitlines() and f"after quantize:8: {attacked}" in proc.stdout
+
+    proc = run_cli("report", str(run), "--out", str(tmp_path / "r.md"))
+    assert proc.returncode == 0, proc.stderr
+    shown = f"latest audit (audit-later/audit.json, attacks quantize:8): {summary}"
+    assert f"{run.name}: {shown}" in proc.stdout.splitlines()
+    assert f"{run.name}:   after quantize:8: {attacked}" in proc.stdout.splitlines()
+    own = manifest["audit"]["summary"]  # what `run` printed for the same model
+    assert f"{run.name}: audit (the run's own, audit.json, no attacks): {own}" in proc.stdout
+    markdown = (tmp_path / "r.md").read_text()
+    assert f"- {shown}" in markdown and "| audit | latest audit |" in markdown
+    # the end-state table: each sequence's verdict under the later audit in its last column
+    table = markdown.split("every forget sequence at the end")[1].split("\n## ")[0]
+    cells = [line.strip("| ").split(" | ") for line in table.splitlines() if line[:3] == "| 1"]
+    later_verdicts = {s["id"]: s["verdict"] for s in later["sequences"]}
+    assert {c[0]: c[-1].split(" ")[0] for c in cells} == later_verdicts
