@@ -339,7 +339,7 @@ class ProbeConfig:
     retain_max_ma_drop: float | None = field(
         default=0.1,
         metadata={
-            "help": "A probe.retain record is damaged when its MA falls more than this below its own MA before the run (0.1: a tenth of its suffix tokens no longer predicted; a memorized record may go from 1.0 to 0.9, ordinary text from 0.3 to 0.2); the run then stops as retain_damaged, keeps the last good model and exits 3. Each record against its own level, since kept records may be memorized or ordinary text; a drop, not a fraction of it, since a fraction of a low MA is noise (one token of 20 is 0.05). None: watch only."
+            "help": "A probe.retain record is damaged when its MA falls more than this below its own MA before the run (0.1: a tenth of its tokens no longer the greedy next token; a memorized record may go from 1.0 to 0.9, ordinary text from 0.3 to 0.2); the run then stops as retain_damaged, keeps the last good model and exits 3. Each record against its own level, since kept records may be memorized or ordinary text; a drop, not a fraction of it, since a fraction of a low MA is noise (one token of 20 is 0.05). None: watch only."
         },
     )
 
