@@ -65,6 +65,7 @@ def memorize(
         "target_ma": settings.target_ma,
         "ma": {r["id"]: r["ma"] for r in final},
         "lr": settings.lr,
+        "precision": settings.precision,
         "seconds": round(sum(r.get("seconds", 0.0) for r in result.epochs), 1),
         "history": [_history(result.samples, e) for e in result.epochs if "diverged" not in e],
         "model_dir": str(result.model_dir),
