@@ -152,6 +152,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(text_table([["mean", *header], means]))
     print(f"\n{len(result.samples)} samples in {time.perf_counter() - start:.1f} s", end="")
     print(f"; wrote {args.out}/memorization.jsonl and summary.json" if args.out else "")
+    from .report import model_audit_line
+
+    audited = model_audit_line(args.model)  # a run's model: the verdicts audit and report give
+    if audited:
+        print(audited)
     return 0
 
 

@@ -350,6 +350,23 @@ def run_audits(run: RunRecord) -> tuple[AuditRecord | None, AuditRecord | None]:
     return own, (None if latest is None or latest.own else latest)
 
 
+def model_audit_line(model: str | Path) -> str | None:
+    """For a run's model folder (RUN/model): the summary line of the newest audit of it
+    (`run_audits`), so that `eval` on it says what `audit` and `report` say; else None."""
+    folder = Path(model).expanduser()
+    if folder.name != "model" or not (folder.parent / "manifest.json").is_file():
+        return None
+    try:
+        run = load_run(folder.parent)
+    except (UsageError, OSError, ValueError):
+        return None  # unfinished, or not a run this version wrote: nothing to say
+    own, latest = run_audits(run)
+    chosen = latest or own
+    if chosen is None:
+        return None
+    return f"latest audit of this model ({run.path}/{chosen.describe(run)}): {chosen.summary}"
+
+
 def audit_lines(run: RunRecord) -> list[str]:
     """The run's own audit and the latest audit of its model, one summary line each (the
     words `run` and `audit` print), the latest with each attack's."""

@@ -119,6 +119,14 @@ def test_report_shows_a_later_audit_of_the_runs_model_beside_the_runs_own(runs, 
     assert f"{run.name}: audit (the run's own, audit.json, no attacks): {own}" in proc.stdout
     markdown = (tmp_path / "r.md").read_text()
     assert f"- {shown}" in markdown and "| audit | latest audit |" in markdown
+    # eval of the same model says the same
+    proc = run_cli(
+        "eval", "--model", str(run / "model"), "--forget", manifest["config"]["forget"],
+        "--prefix-length", "20",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"latest audit of this model ({run}/audit-later/" in proc.stdout
+    assert proc.stdout.splitlines()[-1].endswith(f"attacks quantize:8): {summary}")
     # the end-state table: each sequence's verdict under the later audit in its last column
     table = markdown.split("every forget sequence at the end")[1].split("\n## ")[0]
     cells = [line.strip("| ").split(" | ") for line in table.splitlines() if line[:3] == "| 1"]
