@@ -101,8 +101,8 @@ def retain_damaged(config: RunConfig, before: dict, now: dict) -> dict[str, dict
     nothing is watched. MA is a share of suffix tokens: the drop is compared rounded, so
     that one token of ten (0.8 - 0.7 = 0.10000000000000009 in floats) is a drop of 0.1."""
     drop = config.probe.retain_max_ma_drop
-    if drop is None or "retain" not in now:
-        return {}
+    if drop is None or "retain" not in now or "retain" not in before:
+        return {}  # (a run resumed from before per-record probes has no levels to keep)
     was = before["retain"]
     return {i: r for i, r in now["retain"].items() if round(was[i]["ma"] - r["ma"], 9) > drop}
 
