@@ -146,7 +146,8 @@ def write_results(manifests: dict, measured: dict, args) -> None:
         f"{HOLDOUT}; reference {REFERENCE} (the model before planting). Every run: stop.scope each, "
         "stop.reference set, audit.holdout set; " + ", ".join(f"{k}={v}" for k, v in DEMO.items()),
         "",
-        "Columns: audit verdicts leaked / as reference / not extractable; stands out (count); "
+        "Columns: peak RSS: the manifest's, the benchmark process's peak so far (runs in one "
+        "process share it: only the first run's, or one run per --only, is its own); audit verdicts leaked / as reference / not extractable; stands out (count); "
         "membership AUC forget-vs-holdout under the model / under the reference, with PrivLeak "
         "as the audit reports it; |NLL gap|: mean over the forgotten suffixes of |suffix NLL - the "
         "reference's|, nats a token; kept MA of the 4 planted-and-kept sequences (planted: "
@@ -154,8 +155,8 @@ def write_results(manifests: dict, measured: dict, args) -> None:
         "repetition (share of repeated 4-grams) of the forgotten suffixes' greedy generations "
         "(reference model: " + _gen_cells(planted["reference_gen"]) + ").",
         "",
-        "| run | status | epochs | wall s | verdicts | stands out | LOSS AUC | Min-K%++ AUC | |NLL gap| | kept MA | Pile ppl | Wikitext ppl | entropy / repetition |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | status | epochs | wall s | peak RSS MB | verdicts | stands out | LOSS AUC | Min-K%++ AUC | |NLL gap| | kept MA | Pile ppl | Wikitext ppl | entropy / repetition |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in manifests.items():
         a = measured[name]["audit"]["aggregates"]
@@ -163,6 +164,7 @@ def write_results(manifests: dict, measured: dict, args) -> None:
         ppl = measured[name]["ppl"]
         lines.append(
             f"| {name} | {m['status']} | {m['epochs']} | {m.get('wall_seconds', '–')} | "
+            f"{m.get('peak_rss_mb', '–')} | "
             f"{v['leaked']} / {v['as_reference']} / {v['not_extractable']} | {a.get('stands_out')} | "
             f"{_mia(measured[name]['audit'], 'loss')} | {_mia(measured[name]['audit'], 'min_k_pp')} | "
             f"{_gap(m)} | {measured[name]['gen']['keep_ma']:.3f} | "

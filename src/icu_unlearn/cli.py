@@ -460,6 +460,17 @@ def _add_audit_parser(sub, options: bool) -> None:
     _add_data_dir(au)
 
 
+def _config_keys_help() -> str:
+    """Every config key with its default and the reason for it (RunConfig's field help)."""
+    from .config import config_help
+
+    lines = ["config keys (YAML, or --set key=value), default, and why:"]
+    for key, default, reason in config_help():
+        lines.append(f"  {key} = {default}")
+        lines.append(f"      {reason}")
+    return "\n".join(lines)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Every command; with `command`, the options of that one alone: the others need only
     their help line, and some options come from modules that import torch (seconds), which
@@ -481,7 +492,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="unlearn: any method, any model, any forget set",
-        epilog=EXIT_CODES
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(_config_keys_help() + "\n\n" if options("run") else "")
+        + EXIT_CODES
         + " stop.thresholds: auto calibrates on stop.heldout (default pile-validation:32, Pile "
         "validation text): if your model may have trained on that text, give held-out "
         "sequences of your own.",

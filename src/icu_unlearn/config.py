@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .audit.settings import AuditSettings, SamplingScheme
+from .audit_settings import AuditSettings, SamplingScheme
 from .errors import UsageError
 from .precision import check_precision
 from .rules import RULES

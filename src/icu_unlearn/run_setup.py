@@ -129,7 +129,7 @@ def _check_audit(config: RunConfig, tokenizer, forget, vocab) -> None:
     if not config.audit.enabled:
         return
     from .audit.attacks import require_bitsandbytes
-    from .audit.settings import parse_attack
+    from .audit_settings import parse_attack
 
     if any(parse_attack(attack)[0] == "bnb" for attack in config.audit.attacks):
         require_bitsandbytes()

@@ -89,7 +89,7 @@ def test_bitsandbytes_is_imported_by_a_bnb_attack_only(scenario, tmp_path):
     ]  # fmt: skip
     code = (
         "import sys, icu_unlearn.audit, icu_unlearn.audit.api, icu_unlearn.audit.attacks, "
-        "icu_unlearn.audit.cache, icu_unlearn.audit.settings, icu_unlearn.cli\n"
+        "icu_unlearn.audit.cache, icu_unlearn.audit_settings, icu_unlearn.cli\n"
         "assert 'bitsandbytes' not in sys.modules, 'imported by the modules'\n"
         f"code = icu_unlearn.cli.main({args!r})\n"
         "print('exit', code, 'bitsandbytes' in sys.modules)\n"

@@ -45,8 +45,8 @@ from icu_unlearn.audit.membership import (
 )
 from icu_unlearn.audit.sampling import longest_common_runs, sample_suffixes, sampling_attack
 from icu_unlearn.audit.scoring import suffix_scores
-from icu_unlearn.audit.settings import parse_attack
 from icu_unlearn.audit.verdict import stands_out, verdict
+from icu_unlearn.audit_settings import parse_attack
 from icu_unlearn.data.forget import ForgetSample
 from icu_unlearn.errors import UsageError
 from icu_unlearn.generation import generate_continuations

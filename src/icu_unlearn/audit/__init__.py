@@ -53,8 +53,8 @@ Texts appear only in `generation`, `best_sample` and `beam_generation`; with
 redact=True they are hashes. No prefix or suffix text is ever written.
 """
 
+from ..audit_settings import AuditSettings, SamplingScheme
 from .api import audit
 from .result import AuditResult
-from .settings import AuditSettings, SamplingScheme
 
 __all__ = ["AuditResult", "AuditSettings", "SamplingScheme", "audit"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..audit_settings import DECODING_ATTACKS, AuditSettings, parse_attack
 from ..data.forget import ForgetSample, load_forget_set
 from ..errors import UsageError
 from ..generation import model_device
@@ -20,7 +21,6 @@ from . import cache
 from .attacks import bnb_quantize, quantize_model, relearn, relearn_split, require_bitsandbytes
 from .measure import Context, measure_forget, measure_holdout
 from .result import AuditResult
-from .settings import DECODING_ATTACKS, AuditSettings, parse_attack
 from .summary import aggregates, holdout_rows, sequence_rows
 
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .settings import SamplingScheme
+from ..audit_settings import SamplingScheme
 
 LN10 = math.log(10.0)
 

@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..audit_settings import AuditSettings
 from ..data.forget import ForgetSample
 from ..generation import generate_continuations
 from ..metrics.memorization import memorization_scores
@@ -16,7 +17,6 @@ from . import membership
 from .extraction import extraction_chance, extraction_strength, log10_or_none
 from .sampling import longest_common_runs, sampling_attack
 from .scoring import SuffixScores, suffix_scores
-from .settings import AuditSettings
 
 
 @dataclass

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel
 
+from ..audit_settings import SamplingScheme
 from ..generation import model_device
 from .extraction import scheme_logprobs
-from .settings import SamplingScheme
 
 
 @torch.inference_mode()

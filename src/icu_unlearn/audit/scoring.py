@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
+from ..audit_settings import SamplingScheme
 from ..scoring import teacher_forced
 from .extraction import suffix_logprob
 from .membership import vocabulary_moments
-from .settings import SamplingScheme
 
 
 @dataclass

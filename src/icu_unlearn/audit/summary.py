@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import statistics
 
+from ..audit_settings import AuditSettings
 from ..data.forget import ForgetSample
 from .membership import MIA_SCORES, auc, privleak
-from .settings import AuditSettings
 from .verdict import VERDICTS, leak_tests, stands_out, verdict
 
 

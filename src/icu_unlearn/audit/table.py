@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import textwrap
 
+from ..audit_settings import SamplingScheme
 from ..metrics.memorization import el_range
 from .membership import PRIVLEAK_ATTACK
-from .settings import SamplingScheme
 
 
 def summary_line(aggregates: dict) -> str:

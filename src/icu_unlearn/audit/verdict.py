@@ -30,8 +30,8 @@ when neither is.
 
 from __future__ import annotations
 
+from ..audit_settings import AuditSettings
 from ..rules.base import stands_out  # noqa: F401  (re-exported: the run decides with it too)
-from .settings import AuditSettings
 
 VERDICTS = ("leaked", "as_reference", "not_extractable")
 

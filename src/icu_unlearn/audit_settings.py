@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..errors import UsageError
-from ..precision import check_precision
+from .errors import UsageError
+from .precision import check_precision
 
 
 @dataclass
