@@ -142,13 +142,18 @@ def greedy_continuations(
     attends to sequence b's cached keys at positions < q (no re-prefill), its new tokens
     take positions q, q+1, ..., and its first token is the pass's argmax. Rows decode
     `decode_batch_size` at a time, longest remaining first, so that finished rows leave
-    the batch (once they are half of it). `precision` "bf16": every pass under autocast.
+    the batch (once they are half of it). `precision` "bf16": every pass under one autocast
+    context, so that the weights are cast to bfloat16 once, not at every step.
     """
+    with autocast(precision, model_device(model)):
+        return _continuations(model, sequences, greedy, starts, pad_token_id, decode_batch_size)
+
+
+def _continuations(model, sequences, greedy, starts, pad_token_id, decode_batch_size):
     device = model_device(model)
     # logits_to_keep=1 keeps the pass from holding (B, W, V) logits: only the cache is used
     ids, mask = right_pad(sequences, pad_token_id, device)
-    with autocast(precision, device):
-        cache = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1).cache
+    cache = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1).cache
     width = cache.get_seq_length()
     remaining = [len(sequences[b]) - q - 1 for b, q in starts]
     decoded: dict[tuple[int, int], list[int]] = {}
@@ -181,14 +186,13 @@ def greedy_continuations(
                 row_cache.batch_select_indices(torch.arange(active, device=device))
                 base, tok, positions = base[:active], tok[:active], positions[:active]
             attention = torch.cat([base, base.new_ones(base.shape[0], s + 1)], dim=1)
-            with autocast(precision, device):
-                out = model(
-                    input_ids=tok[:, None],
-                    attention_mask=attention,
-                    position_ids=(positions + s)[:, None],
-                    cache=row_cache,
-                    use_cache=True,
-                )
+            out = model(
+                input_ids=tok[:, None],
+                attention_mask=attention,
+                position_ids=(positions + s)[:, None],
+                cache=row_cache,
+                use_cache=True,
+            )
             row_cache = out.cache
             tok = out.logits[:, -1].argmax(-1)
             for r, t in enumerate(tok.tolist()[:active]):
