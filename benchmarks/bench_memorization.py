@@ -26,7 +26,7 @@ from icu_unlearn.metrics.memorization import (
     _decoding_plan,
     memorization_pass,
     memorization_scores,
-    memorization_scores_reference,
+    memorization_scores_literal,
 )
 from icu_unlearn.models import load_model_and_tokenizer
 
@@ -70,7 +70,7 @@ def main() -> None:
     fast_s = time.perf_counter() - start
     print(f"fast path: {fast_s:.1f} s", flush=True)
     start = time.perf_counter()
-    ref = memorization_scores_reference(model, seqs, t0s, pad, n=args.el_n)
+    ref = memorization_scores_literal(model, seqs, t0s, pad, n=args.el_n)
     ref_s = time.perf_counter() - start
     print(f"reference: {ref_s:.1f} s", flush=True)
 

@@ -13,7 +13,7 @@ downloaded), it
 1. plants 32 random-token sequences with `icu_unlearn.memorize` (until every sequence's
    MA reaches 0.95 or the epoch budget ends);
 2. scores the planted model with the fast EL/MA path (`memorization_scores`) and the
-   literal one (`memorization_scores_reference`: one greedy `generate` per prefix
+   literal one (`memorization_scores_literal`: one greedy `generate` per prefix
    length) and compares them sequence by sequence;
 3. unlearns them with ICU (`icu_unlearn.unlearn`, a pool of random-token texts to pair
    with) in fp32, and in bf16 when the run config has a `precision` key (otherwise the
@@ -43,7 +43,7 @@ import icu_unlearn
 from icu_unlearn import RunConfig, load_config, unlearn
 from icu_unlearn.errors import UsageError
 from icu_unlearn.memorize import MemorizeSettings, memorize
-from icu_unlearn.metrics.memorization import memorization_scores, memorization_scores_reference
+from icu_unlearn.metrics.memorization import memorization_scores, memorization_scores_literal
 from icu_unlearn.models import gpt2_tokenizer, load_model
 
 # GPT-Neo's published configurations (EleutherAI/gpt-neo-125m, gpt-neo-1.3B): layers
@@ -219,7 +219,7 @@ def _el_paths(plan: Plan, planted: Path, forget: Path) -> dict:
     t0s = [plan.prefix_tokens] * len(seqs)
     tokens = sum(len(s) for s in seqs)
     timed = {}
-    for name, score in (("fast", memorization_scores), ("literal", memorization_scores_reference)):
+    for name, score in (("fast", memorization_scores), ("literal", memorization_scores_literal)):
         with Meter() as meter:
             timed[name] = score(model, seqs, t0s, 50256, n=10, window=False)
             if torch.cuda.is_available():
@@ -243,7 +243,7 @@ def _el_paths(plan: Plan, planted: Path, forget: Path) -> dict:
     }
     speedup = result["literal"]["seconds"] / max(result["fast"]["seconds"], 1e-9)
     return result | {
-        "literal_function": "memorization_scores_reference",
+        "literal_function": "memorization_scores_literal",
         "speedup": round(speedup, 2),
         "sequences_identical": sum(same),
         "sequences": len(seqs),

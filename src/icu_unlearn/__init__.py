@@ -22,7 +22,7 @@ __all__ = [
     "evaluate",
     "load_forget_set",
     "memorization_scores",
-    "memorization_scores_reference",
+    "memorization_scores_literal",
 ]
 
 
@@ -30,7 +30,7 @@ def _api() -> dict:
     from .config import RunConfig, load_config
     from .data.forget import ForgetSample, load_forget_set
     from .evaluate import EvalResult, EvalSettings, evaluate
-    from .metrics.memorization import memorization_scores, memorization_scores_reference
+    from .metrics.memorization import memorization_scores, memorization_scores_literal
     from .train import UnlearnResult, unlearn
 
     return {
@@ -44,7 +44,7 @@ def _api() -> dict:
         "evaluate": evaluate,
         "load_forget_set": load_forget_set,
         "memorization_scores": memorization_scores,
-        "memorization_scores_reference": memorization_scores_reference,
+        "memorization_scores_literal": memorization_scores_literal,
     }
 
 

@@ -13,7 +13,7 @@ from icu_unlearn.metrics.memorization import (
     memorization_accuracy,
     memorization_pass,
     memorization_scores,
-    memorization_scores_reference,
+    memorization_scores_literal,
     ngram_overlap,
 )
 from icu_unlearn.models import gpt2_tokenizer, prepare_tokenizer
@@ -66,7 +66,7 @@ def test_fast_path_equals_reference(family, window):
             batch_size=2,
             decode_batch_size=5,
         )
-        ref = memorization_scores_reference(model, seqs, t0s, 0, n=n, window=window)
+        ref = memorization_scores_literal(model, seqs, t0s, 0, n=n, window=window)
         assert fast.extraction_likelihood == pytest.approx(ref.extraction_likelihood, abs=1e-6)
         assert fast.memorization_accuracy == pytest.approx(ref.memorization_accuracy, abs=1e-6)
         assert fast.generations == ref.generations
@@ -80,7 +80,7 @@ def test_fast_path_equals_reference_float32(family):
     model = TINY_MODELS[family](vocab_size=48, seed=3)
     seqs = _semi_memorized(model, 48, [30, 22, 27], seed=4)
     fast = memorization_scores(model, seqs, [10, 8, 9], 0, n=4, batch_size=3)
-    ref = memorization_scores_reference(model, seqs, [10, 8, 9], 0, n=4)
+    ref = memorization_scores_literal(model, seqs, [10, 8, 9], 0, n=4)
     ma_only = memorization_accuracy(model, seqs, 0, batch_size=2)
     assert ma_only == pytest.approx(ref.memorization_accuracy, abs=1e-6)
     assert fast.extraction_likelihood == pytest.approx(ref.extraction_likelihood, abs=1e-6)
@@ -103,7 +103,7 @@ def test_tokenizer_without_pad_token():
     assert len({len(s) for s in seqs}) == 3
     t0s = [len(s) // 2 for s in seqs]
     fast = memorization_scores(model, seqs, t0s, tokenizer.pad_token_id, n=2, batch_size=3)
-    ref = memorization_scores_reference(model, seqs, t0s, tokenizer.pad_token_id, n=2)
+    ref = memorization_scores_literal(model, seqs, t0s, tokenizer.pad_token_id, n=2)
     assert fast.extraction_likelihood == pytest.approx(ref.extraction_likelihood, abs=1e-6)
     assert fast.memorization_accuracy == pytest.approx(ref.memorization_accuracy, abs=1e-6)
     assert fast.generations == ref.generations
@@ -135,7 +135,7 @@ def test_eos_does_not_stop_decoding():
         model.lm_head.weight[39] += 5.0  # make EOS the likely next token
     seq = [3, 8, 1, 39, 39, 4, 39, 2, 7, 39, 5, 6]
     fast = memorization_scores(model, [seq], [4], 0, n=2)
-    ref = memorization_scores_reference(model, [seq], [4], 0, n=2)
+    ref = memorization_scores_literal(model, [seq], [4], 0, n=2)
     assert len(fast.generations[0]) == len(seq) - 4
     assert fast.generations == ref.generations
     assert fast.extraction_likelihood == pytest.approx(ref.extraction_likelihood, abs=1e-9)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from icu_unlearn.generation import generate_continuations
 from icu_unlearn.metrics.memorization import (
     memorization_scores,
-    memorization_scores_reference,
+    memorization_scores_literal,
     ngram_overlap,
 )
 from icu_unlearn.metrics.similarity import bertscore_f1, sentence_bleu
@@ -40,7 +40,7 @@ def scored_sequences(draw):
 def test_el_and_ma_are_in_unit_interval_and_fast_equals_reference(case):
     seqs, t0s, n = case
     fast = memorization_scores(MODEL, seqs, t0s, 0, n=n, batch_size=2, decode_batch_size=3)
-    ref = memorization_scores_reference(MODEL, seqs, t0s, 0, n=n)
+    ref = memorization_scores_literal(MODEL, seqs, t0s, 0, n=n)
     for el, ma in zip(fast.extraction_likelihood, fast.memorization_accuracy, strict=True):
         assert 0.0 <= el <= 1.0 and 0.0 <= ma <= 1.0
     assert fast.extraction_likelihood == pytest.approx(ref.extraction_likelihood, abs=1e-9)

@@ -9,7 +9,7 @@ the share of positions p = 1..T-1 where the greedy next token after x[:p] is x_p
 
 Two paths compute them:
 
-* the reference does exactly what the definition says: one `generate` call per
+* the literal path does exactly what the definition says: one `generate` call per
   prefix length (batched over sequences, as the published code does);
 * the fast path runs one forward pass per sequence and decodes only where it
   must. If the greedy token after x[:p] equals x_p, the continuation of x[:p] is
@@ -45,12 +45,12 @@ class MemorizationScores:
     generations: list[list[int]]  # greedy continuation of x[:t0], T - t0 tokens
 
 
-def ngram_overlap(generated: Sequence[int], reference: Sequence[int], n: int) -> float:
-    """OVERLAP_n (Eq. 8): share of the generated n-grams found among the reference's n-grams."""
+def ngram_overlap(generated: Sequence[int], true: Sequence[int], n: int) -> float:
+    """OVERLAP_n (Eq. 8): share of the generated n-grams found among the true text's n-grams."""
     grams = [tuple(generated[k : k + n]) for k in range(len(generated) - n + 1)]
     if not grams:
         raise ValueError(f"a continuation of {len(generated)} tokens has no {n}-grams")
-    ref = {tuple(reference[k : k + n]) for k in range(len(reference) - n + 1)}
+    ref = {tuple(true[k : k + n]) for k in range(len(true) - n + 1)}
     return sum(g in ref for g in grams) / len(grams)
 
 
@@ -81,11 +81,11 @@ def _check(sequences, prefix_lengths_, n, window):
             )
 
 
-# ---------------------------------------------------------------- reference
+# ---------------------------------------------------------------- literal path
 
 
 @torch.inference_mode()
-def memorization_scores_reference(
+def memorization_scores_literal(
     model: PreTrainedModel,
     sequences: Sequence[Sequence[int]],
     prefix_length: Sequence[int],
@@ -169,7 +169,7 @@ def memorization_scores(
     greedy: torch.Tensor | None = None,
     precision: str = "fp32",
 ) -> MemorizationScores:
-    """EL_n, MA and the greedy suffix generation, equal to the reference, far faster.
+    """EL_n, MA and the greedy suffix generation, equal to the literal path, far faster.
 
     The batches of `memorization_pass` (`batch_size` consecutive sequences) each take one
     cache pass, longest sequence first, and decode their mismatch rows `decode_batch_size`
