@@ -120,12 +120,13 @@ def load_reference(config: RunConfig, tokenizer):
 
 
 def reference_rows(config: RunConfig, reference, tokenizer, forget, settings, procs) -> dict:
-    """The reference model's EL, MA and suffix NLL per sequence, measured once; with
+    """The reference model's EL, MA, suffix NLL and greedy continuation per sequence,
+    measured once; with
     stop.token_floor, also its log-probability of every token x_1 .. x_{T-1}."""
-    rows = score_samples(
-        reference, tokenizer, forget, settings, procs=procs, similarity=False, suffix_nll=True
-    )
-    keys = (f"el_{settings.el_n}", "ma", "suffix_nll")
+    rows = score_samples(reference, tokenizer, forget, settings, procs=procs, suffix_nll=True)
+    # its greedy continuation too (the set-up moves it into the epoch-0 rows, beside the
+    # texts: the manifest and checkpoints hold no text)
+    keys = (f"el_{settings.el_n}", "ma", "suffix_nll", "generation")
     scores = {r["id"]: {k: r[k] for k in keys} for r in rows}
     if config.stop.token_floor is not None:
         ids = [s.input_ids for s in forget]

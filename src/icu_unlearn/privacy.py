@@ -8,7 +8,8 @@ import hashlib
 # Row fields that hold forgotten text or text generated from it ("reference": the true
 # suffix's field name in runs written before it was renamed "true_suffix").
 TEXT_FIELDS = (
-    "prefix", "true_suffix", "reference", "generation", "iur_generation", "judge_reply",
+    "prefix", "true_suffix", "reference", "generation", "reference_generation", "iur_generation",
+    "judge_reply",
 )  # fmt: skip
 
 

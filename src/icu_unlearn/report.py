@@ -175,6 +175,8 @@ def _generation_rows(run: RunRecord, redact: bool) -> list[dict]:
             "true_suffix": before.get("true_suffix", before.get("reference", "")),
             "before": before.get("generation", ""),
             "after": after.get("generation", ""),
+            # what a model that never saw the record writes (runs with stop.reference)
+            "reference": before.get("reference_generation", ""),
         }
         if redact:
             texts = {k: redact_text(v) for k, v in texts.items()}
@@ -441,10 +443,13 @@ def render_markdown(runs: list[RunRecord], redact: bool = False) -> str:
         parts += _end_state_markdown(run)
     for run in runs:
         parts.append(f"\n## {run.name} ({run.manifest['method']}): before / after generations\n")
-        parts.append("| id | removed at | EL | MA | prefix | true suffix | before | after |")
-        parts.append("|---|---|---|---|---|---|---|---|")
+        parts.append(
+            "| id | removed at | EL | MA | prefix | true suffix | before | after | "
+            "reference model |"
+        )
+        parts.append("|---|---|---|---|---|---|---|---|---|")
         for g in _generation_rows(run, redact):
-            cells = [_md(g[k]) for k in ("prefix", "true_suffix", "before", "after")]
+            cells = [_md(g[k]) for k in ("prefix", "true_suffix", "before", "after", "reference")]
             removed = "–" if g["removed_at"] is None else str(g["removed_at"])
             parts.append(
                 f"| {g['id']} | {removed} | {g['el_before']:.3f} → {g['el_after']:.3f} | "
@@ -509,13 +514,14 @@ def render_html(runs: list[RunRecord], redact: bool = False) -> str:
                 f"<td>{g['ma_before']:.3f} → {g['ma_after']:.3f}</td>"
                 + "".join(
                     f"<td><pre>{esc(g[k])}</pre></td>"
-                    for k in ("prefix", "true_suffix", "before", "after")
+                    for k in ("prefix", "true_suffix", "before", "after", "reference")
                 )
                 + "</tr>\n"
             )
         sections.append(
             "<table class=gen><thead><tr><th>id</th><th>removed at</th><th>EL</th><th>MA</th>"
-            "<th>prefix</th><th>true suffix</th><th>before</th><th>after</th></tr></thead>"
+            "<th>prefix</th><th>true suffix</th><th>before</th><th>after</th>"
+            "<th>reference model</th></tr></thead>"
             f"<tbody>{gen_rows}</tbody></table>"
         )
     note = (

@@ -135,8 +135,8 @@ def save_checkpoint(setup: RunSetup, run: RunProgress) -> None:
 
 def restore(setup: RunSetup, run: RunProgress, path: Path) -> None:
     state = checkpoint.load(path, setup.model, setup.optimizer, setup.procs)
-    for name in asdict(run):
-        setattr(run, name, state[name])
+    for name in asdict(run):  # a field newer than the checkpoint keeps its default
+        setattr(run, name, state.get(name, getattr(run, name)))
     if run.status == "incomplete" and run.epoch < setup.config.max_epochs:
         run.status = None  # extended: go on
     elif run.status is None and run.epoch >= setup.config.max_epochs:

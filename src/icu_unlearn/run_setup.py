@@ -63,11 +63,12 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
             limits["holdout_nll"] = criteria.holdout_level(
                 config, model, tokenizer, forget, scoring, procs
             )
-        reference_scores = None
+        reference_scores, reference_generations = None, {}
         if reference is not None:
             reference_scores = criteria.reference_rows(
                 config, reference, tokenizer, forget, scoring, procs
             )
+            reference_generations = {i: s.pop("generation") for i, s in reference_scores.items()}
     targets = criteria.reference_targets(reference, forget) if target == "reference" else None
     del reference  # freed: what the run needs of it is measured
     rule = rule_for(config, limits, reference_scores)
@@ -116,7 +117,7 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
     else:
         if procs.main:
             atomic_write_text(out / "config.yaml", dump_config(config))
-        _log_epoch_zero(setup, run, initial)
+        _log_epoch_zero(setup, run, initial, reference_generations)
         run_dir.write_manifest(setup, run)
         # epoch 0 = the input model: what divergence in the first epoch returns to
         run_dir.save_checkpoint(setup, run)
@@ -196,12 +197,14 @@ def _parameter_counts(model) -> dict:
     }
 
 
-def _log_epoch_zero(setup: RunSetup, run: RunProgress, initial) -> None:
+def _log_epoch_zero(setup: RunSetup, run: RunProgress, initial, reference_generations) -> None:
     rows, _ = initial
     for r in rows:  # the texts once, at epoch 0: the report's before/after table needs them
         sample = setup.forget[r["id"]]
         r |= {"epoch": 0, "active": True, "removed": False}
         r |= {"prefix": sample.prefix, "true_suffix": sample.suffix}
+        if r["id"] in reference_generations:  # what the never-trained model writes
+            r["reference_generation"] = reference_generations[r["id"]]
     run.samples = [redact_row(r) for r in rows] if setup.config.redact else rows
     run.probe_before = criteria.measure_probes(
         setup.unwrapped, setup.tokenizer, setup.probes, setup.scoring, setup.procs

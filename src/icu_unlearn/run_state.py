@@ -60,3 +60,6 @@ class RunProgress:
     epochs: list[dict] = field(default_factory=list)
     samples: list[dict] = field(default_factory=list)
     probe_before: dict = field(default_factory=dict)
+    # the records the forget term pushes past never-seen text's level this epoch: at that
+    # level and still extractable (`StoppingRule.pushed`)
+    pushed: list[str] = field(default_factory=list)

@@ -86,7 +86,7 @@ def _run_epochs(setup: RunSetup, run: RunProgress, progress: bool) -> None:
         epoch = run.epoch + 1
         started = time.perf_counter()
         try:
-            losses = _train_epoch(setup, run.active, epoch)
+            losses = _train_epoch(setup, run.active, epoch, set(run.pushed))
         except Diverged as err:
             _recover_from_divergence(setup, run, str(err))
             break
@@ -113,6 +113,7 @@ def _run_epochs(setup: RunSetup, run: RunProgress, progress: bool) -> None:
         }
         run.epochs.append(row)
         run.status = setup.rule.stop_reason(states, run.active, epoch)
+        run.pushed = setup.rule.pushed(states)
         run_dir.write_logs(setup, run)
         run_dir.save_checkpoint(setup, run)
         bar.update(1)
@@ -125,7 +126,7 @@ def _shown(losses: dict, check: dict) -> dict:
     return terms | {k: f"{check[k]:.3f}" for k in ("el", "ma") if check.get(k) is not None}
 
 
-def _train_epoch(setup: RunSetup, active: list[str], epoch: int) -> dict:
+def _train_epoch(setup: RunSetup, active: list[str], epoch: int, pushed: set[str]) -> dict:
     """One pass over the active forget samples (and their data), in a seeded order.
 
     A step takes `batch_size` samples of that order whatever the number of processes:
@@ -153,7 +154,7 @@ def _train_epoch(setup: RunSetup, active: list[str], epoch: int) -> dict:
             ids = mine[m * micro : (m + 1) * micro]
             weight = len(ids) / len(batch) * procs.world
             # a process whose share ran out joins the step with a zero-weight sample
-            batches = _micro_batches(setup, ids or batch[:1], epoch, steps)
+            batches = _micro_batches(setup, ids or batch[:1], epoch, steps, pushed)
             # bf16: the forward passes under autocast; weights, Adam's moments, the loss
             # arithmetic (losses.py widens logits) and backward stay float32
             with autocast(config.precision, setup.accelerator.device):
@@ -188,16 +189,24 @@ def _checkpoint_in_eval_mode(model) -> None:
             module.training = True
 
 
-def _micro_batches(setup: RunSetup, ids: list[str], epoch: int, step: int) -> dict[str, Batch]:
+def _micro_batches(
+    setup: RunSetup, ids: list[str], epoch: int, step: int, pushed: set[str]
+) -> dict[str, Batch]:
     """The forget samples `ids` and, per kind the method needs, their data at this step."""
-    batches = {"forget": _collate(setup, [setup.forget[i] for i in ids], forget=True)}
+    forget = [setup.forget[i] for i in ids]
+    batches = {"forget": _collate(setup, forget, forget=True, pushed=pushed)}
     data = setup.data.for_step(setup.forget, ids, setup.config.seed, epoch, step)
     for kind, samples in data.items():
         batches[kind] = _collate(setup, samples)
     return batches
 
 
-def _collate(setup: RunSetup, samples: list[ForgetSample], forget: bool = False) -> Batch:
+def _collate(
+    setup: RunSetup,
+    samples: list[ForgetSample],
+    forget: bool = False,
+    pushed: set[str] = frozenset(),
+) -> Batch:
     """Right-padded ids; the forget batch also carries what its forget term needs (the
     token floor, the reference's distributions, or the calibrated level)."""
     device = setup.accelerator.device
@@ -212,10 +221,13 @@ def _collate(setup: RunSetup, samples: list[ForgetSample], forget: bool = False)
         for row, sample in enumerate(samples):
             rows = setup.reference_targets[sample.id]
             target[row, : len(rows)] = rows
-        return Batch(ids, mask, t0, target=target.to(device))
+        level = torch.tensor([setup.reference_scores[s.id]["suffix_nll"] for s in samples])
+        level += _pushes(setup, samples, pushed)
+        return Batch(ids, mask, t0, target=target.to(device), level=level.to(device))
     if setup.forget_target == "calibrated":
-        level = torch.full((len(samples),), setup.thresholds["holdout_nll"], device=device)
-        return Batch(ids, mask, t0, level=level)
+        level = torch.full((len(samples),), setup.thresholds["holdout_nll"])
+        level += _pushes(setup, samples, pushed)
+        return Batch(ids, mask, t0, level=level.to(device))
     margin = setup.config.stop.token_floor
     if margin is None:
         return Batch(ids, mask, t0)
@@ -225,6 +237,15 @@ def _collate(setup: RunSetup, samples: list[ForgetSample], forget: bool = False)
         reference = setup.reference_scores[sample.id]["token_logprobs"]
         floor[row, : len(reference)] = torch.tensor(reference, device=device) - margin
     return Batch(ids, mask, t0, floor)
+
+
+def _pushes(setup: RunSetup, samples: list[ForgetSample], pushed: set[str]) -> torch.Tensor:
+    """(B,) nats a token added to each sample's level: half the `stands_out` margin for a
+    record at never-seen text's level and still extractable (a licence the model still
+    writes out greedily at the reference's likelihood), none for the others. Half: the
+    push ends inside the band where the record neither leaks nor stands out."""
+    push = setup.config.audit.stands_out_margin / 2
+    return torch.tensor([push if s.id in pushed else 0.0 for s in samples])
 
 
 def _check_epoch(setup: RunSetup, active: list[str], epoch: int):

@@ -302,3 +302,19 @@ def test_a_retained_record_is_damaged_when_its_ma_drops_more_than_the_limit():
     watch = _config(**{"probe.retain_max_ma_drop": "null"})
     assert criteria.retain_damaged(watch, before, now) == {}
     assert criteria.retain_damaged(_config(), {}, {"heldout_ppl": 3.0}) == {}  # nothing kept
+
+
+def test_a_record_at_the_reference_likelihood_still_extractable_is_pushed_under_a_target():
+    """Under forget_target reference: "a" is at the reference's NLL (4.0 vs 4.0) but its EL
+    0.3 is above the reference's 0.0: pushed past the level; "b" is far likelier than the
+    reference (not at its level yet: the pull does it); "c" is done. Under ascent: none."""
+    reference = {i: {"el_10": 0.0, "ma": 0.2, "suffix_nll": 4.0} for i in "abc"}
+    rows = _rows({"a": (0.3, 0.7, 4.0), "b": (0.3, 0.7, 1.0), "c": (0.0, 0.1, 4.1)})
+    targeted = _config(**{"stop.reference": "r", "forget_target": "reference"})
+    rule, states = _decide(targeted, rows, reference)
+    assert [s.done for s in states] == [None, None, "criteria"]
+    assert rule.pushed(states) == ["a"]
+    assert rule.next_active(states, set(), ["a"]) == ["a", "b", "c"]  # every record trains
+    ascent = _config(**{"stop.reference": "r", "forget_target": "ascent"})
+    rule, states = _decide(ascent, rows, reference)
+    assert rule.pushed(states) == []

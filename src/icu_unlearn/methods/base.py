@@ -35,7 +35,8 @@ class Batch:
     # forget_target: reference. (B, T, V): at each position 0 .. len-2 the reference
     # model's next-token log-probabilities (zeros past them, masked); None: not this target
     target: torch.Tensor | None = None
-    # forget_target: calibrated. (B,): the suffix NLL, nats a token, a sample is pulled to
+    # (B,): the suffix NLL, nats a token, each sample is pulled to: the holdout's
+    # (calibrated) or the reference's (reference; None: from `target`), plus any push
     level: torch.Tensor | None = None
 
     def __len__(self) -> int:
@@ -105,7 +106,7 @@ def forget_term(logits: torch.Tensor, batch: Batch, prefix_lengths=None) -> torc
         # alone it lets the suffix fall far below the reference's likelihood (measured on
         # the tiny scenario: 21 nats a token against the reference's 10.8); the level term
         # holds the suffix NLL at the reference's
-        level = reference_suffix_nll(batch)
+        level = reference_suffix_nll(batch) if batch.level is None else batch.level
         return kl + calibrated_loss(
             logits, batch.input_ids, batch.attention_mask, batch.prefix_lengths, level
         )

@@ -148,6 +148,14 @@ class StoppingRule:
     def to_check(self, states: list[SequenceState], active: list[str]) -> list[str]:
         return list(active)
 
+    def pushed(self, states: list[SequenceState]) -> list[str]:
+        """Under a forget target: the records at never-seen text's level (neither likelier
+        by more than the margin nor standing out) that are still not done, which a pull to
+        the level alone leaves extractable; the forget term pushes them a little past it."""
+        if not self.criteria.targeted:
+            return []
+        return [s.id for s in states if s.paused and s.done is None and not s.decision.stands_out]
+
     def next_active(
         self, states: list[SequenceState], forgotten: set[str], active: list[str]
     ) -> list[str]:
