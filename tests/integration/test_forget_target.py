@@ -29,29 +29,24 @@ def _final(result) -> dict:
     return {r["id"]: r for r in result.samples if r["epoch"] == result.manifest["epochs"]}
 
 
-def test_the_calibrated_target_ends_near_never_seen_text_where_ascent_overshoots(
-    scenario, tmp_path
-):
+def test_the_calibrated_target_pulls_each_suffix_toward_never_seen_text(scenario, tmp_path):
     """No reference: each forgotten suffix is pulled to the holdout's median NLL under the
-    model (about 13 nats a token for this tiny planted model); ascent at the same rate
-    goes far past it. (tests/unit/test_forget_target.py holds the reference target to
-    the reference's NLL and MA.)"""
-    runs = {}
-    for target in ("calibrated", "ascent"):
-        config = _config(
-            scenario, tmp_path / target, forget_target=target, max_epochs=8,
-            **{"audit.holdout": scenario["heldout"]},
-        )  # fmt: skip
-        runs[target] = unlearn(config, progress=False)
-    level = runs["calibrated"].manifest["thresholds"]["holdout_nll"]
-    calibrated, ascent = _final(runs["calibrated"]), _final(runs["ascent"])
-    assert all(not r["stands_out"] for r in calibrated.values()), calibrated
-    start = [r["suffix_nll"] for r in runs["calibrated"].samples if r["epoch"] == 0]
-    end = [r["suffix_nll"] for r in calibrated.values()]
-    assert sum(end) / len(end) > sum(start) / len(start) + 2.0  # on its way to the level
-    assert max(end) <= level + 2.0
-    assert max(r["suffix_nll"] for r in ascent.values()) > level + 5.0
-    assert all(r["stands_out"] and not r["done"] for r in ascent.values())
+    model (about 13 nats a token for this tiny planted model, from under 1): after 8
+    epochs every suffix is on its way there (the slowest, measured: 0.03 -> 0.41) and none
+    has gone past it far enough to stand out. (tests/unit/test_forget_target.py holds the reference target to the reference's
+    NLL and MA where ascent overshoots.)"""
+    config = _config(
+        scenario, tmp_path / "run", forget_target="calibrated", max_epochs=8,
+        **{"audit.holdout": scenario["heldout"]},
+    )  # fmt: skip
+    result = unlearn(config, progress=False)
+    level = result.manifest["thresholds"]["holdout_nll"]
+    start = {r["id"]: r["suffix_nll"] for r in result.samples if r["epoch"] == 0}
+    final = _final(result)
+    assert level > 5.0 and all(nll < 2.0 for nll in start.values())
+    for i, r in final.items():
+        assert r["suffix_nll"] > start[i] + 0.3, (i, r["suffix_nll"], start[i])
+        assert r["suffix_nll"] <= level + 2.0 and not r["stands_out"], r
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,10 @@ def _final_rows(result):
 
 
 def test_each_forgets_every_sequence_on_its_own(scenario, tmp_path):
-    result = unlearn(_config(scenario, tmp_path / "run", max_epochs=60, **STRONG), progress=False)
+    # lr 3e-4: at STRONG's 2e-4 one sequence was still extractable after 60 epochs with
+    # transformers 5.25 (the same at the commit before this change); 3e-4: done at epoch 47
+    keys = STRONG | {"lr": 3e-4}
+    result = unlearn(_config(scenario, tmp_path / "run", max_epochs=60, **keys), progress=False)
     assert result.status == "criteria_met" and result.manifest["still_extractable"] == []
     limits = result.manifest["thresholds"]
     for r in _final_rows(result):  # every one, not the mean
@@ -55,7 +58,7 @@ def reference_model(scenario, tmp_path_factory):
     (root / "first.jsonl").write_text(first + "\n")
     proc = run_cli(
         "memorize", "--model", str(scenario["base"]), "--forget", str(root / "first.jsonl"),
-        "--out", str(root / "planting"), "--lr", "1e-2", "--max-epochs", "100",
+        "--out", str(root / "planting"), "--lr", "1e-2", "--max-epochs", "300",
         "--batch-size", "1", "--prefix-length", "20",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -68,7 +71,12 @@ def test_a_sequence_the_reference_reproduces_ends_done_by_the_reference_rule(
     model, known = reference_model
     config = _config(
         scenario, tmp_path / "run", max_epochs=60, **STRONG,
-        **{"stop.reference": model, "stop.reference_margin": 0.3},
+        # the paper's ascent, which this rule was built for (the reference target: the
+        # forget_target tests)
+        **{"stop.reference": model, "stop.reference_margin": 0.3, "forget_target": "ascent"},
+        # this reference, a tiny model trained hard on one sequence, gives the others ~24
+        # nats a token, a likelihood no run need reach: this test is the EL/MA rule's
+        **{"stop.reference_nll_margin": 30.0},
     )  # fmt: skip
     result = unlearn(config, progress=False)
     assert result.status == "criteria_met"
@@ -310,6 +318,7 @@ def test_a_token_floor_bounds_how_far_each_suffix_token_is_pushed_down(scenario,
         "method": "kumpr", "max_epochs": 12, "lr": 2e-4, "batch_size": 1,
         "stop.scope": "mean", "stop.reference": str(scenario["planted_model"]),
         "stop.el_max": 0, "stop.ma_max": 0,  # never met: every run trains 12 epochs
+        "forget_target": "ascent",  # the floor bounds the ascent term; unbounded is ascent
     }  # fmt: skip
     runs = {
         floor: unlearn(

@@ -28,7 +28,10 @@ def test_icu_forgets_a_third_and_keeps_the_rest(scenario, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
         f"model: {scenario['planted_model']}\nforget: {scenario['forget']}\n"
-        f"prefix_length: 20\nlr: 2.0e-4\nalpha: 1.0\nbeta: 3.0\nbatch_size: 4\nmax_epochs: 60\n"
+        # lr 3e-4: at 2e-4 IUR removed every sample (epoch 56) before the means met the
+        # criteria with transformers 5.25 (the same at the commit before this test's last
+        # change); at 3e-4 the criteria are met at epoch 44
+        f"prefix_length: 20\nlr: 3.0e-4\nalpha: 1.0\nbeta: 3.0\nbatch_size: 4\nmax_epochs: 60\n"
         f"analogous:\n  pool: {scenario['pool']}\n"
         # the paper's rule on the means: tests/integration/test_per_sequence.py holds `each`
         "stop:\n  scope: mean\n"

@@ -47,8 +47,7 @@ def test_eval_and_audit_of_a_runs_model_give_its_el_and_ma(scenario, tmp_path):
     model = str(out / "model")
     common = ["--model", model, "--forget", str(forget), "--prefix-length", "20"]
     assert main(["eval", *common, "--out", str(tmp_path / "eval")]) == 0
-    assert main(["audit", *common, "--num-samples", "0", "--num-beams", "0",
-                 "--out", str(tmp_path / "audit")]) in (0, 3)  # fmt: skip
+    assert main(["audit", *common, "--out", str(tmp_path / "audit")]) in (0, 3)
     evaluated = [
         json.loads(line)
         for line in (tmp_path / "eval" / "memorization.jsonl").read_text().splitlines()
