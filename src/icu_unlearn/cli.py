@@ -223,6 +223,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             ]
         )
     )
+    print(_record_table(result, config.stop.el_n, span))
     print(
         f"\nstatus: {result.status}; thresholds EL < {result.manifest['thresholds']['el_max']:.4f}, "
         f"MA < {result.manifest['thresholds']['ma_max']:.4f}; model in {result.model_dir}"
@@ -248,6 +249,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 FAILED = ("incomplete", "diverged", "retain_damaged")
+
+
+def _record_table(result, el_n: int, span: str) -> str:
+    """Each forget record: how many tokens it is prompted with and how many are tested, its
+    EL and MA before and after, its suffix NLL beside the reference's, how it ended; then
+    its greedy continuation after the run beside its true suffix (unless redacted)."""
+    reference = result.manifest.get("reference_scores") or {}
+    first = {r["id"]: r for r in result.samples if r["epoch"] == 0}
+    last = {r["id"]: r for r in result.samples if r["epoch"] == result.manifest["epochs"]}
+    key = f"el_{el_n}"
+    rows = [["record", "prompt", "tested", f"EL{el_n} ({span})", "MA", "suffix NLL (ref)", "end"]]
+    texts = [["record", "true suffix", "continuation after"]]
+    for i, b in first.items():
+        a = last.get(i, b)
+        ref = reference.get(i, {}).get("suffix_nll")
+        end = a.get("done") or ("stands out" if a.get("stands_out") else "not done")
+        el = "–" if a.get(key) is None else f"{a[key]:.3f}"
+        rows.append(
+            [
+                i, str(b["prefix_tokens"]), str(b["suffix_tokens"]), f"{b[key]:.3f} -> {el}",
+                f"{b['ma']:.3f} -> {a['ma']:.3f}",
+                f"{a.get('suffix_nll', float('nan')):.2f}" + ("" if ref is None else f" ({ref:.2f})"),
+                end,
+            ]
+        )  # fmt: skip
+        texts.append([i, _clip(b.get("true_suffix", "")), _clip(a.get("generation", ""))])
+    table = "\n" + text_table(rows)
+    if not result.manifest["config"]["redact"]:
+        table += "\n\n" + text_table(texts)
+    return table
+
+
+def _clip(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _retained_lines(manifest: dict, span: str) -> str:

@@ -108,6 +108,9 @@ def test_too_few_epochs_end_incomplete_with_exit_code_3_and_the_ids(scenario, tm
     assert len(left) == 4 and all(r["ma"] > 0.5994 for r in left)
     assert "status: incomplete" in proc.stdout
     assert all(f"  {r['id']}: EL" in proc.stdout for r in left)
+    # per record: how many tokens are prompt and how many are tested, and its continuation
+    assert "record  prompt  tested" in proc.stdout and "continuation after" in proc.stdout
+    assert all(f"\n{r['id']}  20  20  " in proc.stdout for r in left)
 
 
 def test_auto_thresholds_on_training_rows_differ_from_those_on_validation_text(scenario):
