@@ -69,7 +69,7 @@ def main() -> None:
         "",
         "Command: `OMP_NUM_THREADS=1 ICU_DATA_DIR=../shared/data .venv/bin/python benchmarks/newcomer.py`",
         f"Machine: {platform.machine()}, 2 CPU cores shared with other work, torch CPU, one thread.",
-        "Six made-up customer records (`{id, text}`, about 60 tokens each) planted into "
+        "Six made-up customer records (`{id, text}`, about 70 tokens each) planted into "
         "smollm2-135m; three forgotten with the model before planting as `stop.reference`, "
         "the other three kept as `probe.retain`.",
         "",
