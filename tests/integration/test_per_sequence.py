@@ -4,6 +4,7 @@ model, and an honest ending: on the tiny planted scenario."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -59,6 +60,9 @@ def reference_model(scenario, tmp_path_factory):
     proc = run_cli(
         "memorize", "--model", str(scenario["base"]), "--forget", str(root / "first.jsonl"),
         "--out", str(root / "planting"), "--lr", "1e-2", "--max-epochs", "300",
+        # every token: at MA 0.97 one wrong suffix token left its EL at 0.27, not the
+        # planted model's 1.0, and "as well as the planted model" did not hold
+        "--target-ma", "1.0",
         "--batch-size", "1", "--prefix-length", "20",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -75,8 +79,9 @@ def test_a_sequence_the_reference_reproduces_ends_done_by_the_reference_rule(
         # forget_target tests)
         **{"stop.reference": model, "stop.reference_margin": 0.3, "forget_target": "ascent"},
         # this reference, a tiny model trained hard on one sequence, gives the others ~24
-        # nats a token, a likelihood no run need reach: this test is the EL/MA rule's
-        **{"stop.reference_nll_margin": 30.0},
+        # nats a token, a likelihood no run need reach, and ascent drags the known one far
+        # below its 0.34: this test is the EL/MA rule's, the likelihood band is opened wide
+        **{"stop.reference_nll_margin": 30.0, "audit.stands_out_margin": 100.0},
     )  # fmt: skip
     result = unlearn(config, progress=False)
     assert result.status == "criteria_met"
@@ -110,7 +115,7 @@ def test_too_few_epochs_end_incomplete_with_exit_code_3_and_the_ids(scenario, tm
     assert all(f"  {r['id']}: EL" in proc.stdout for r in left)
     # per record: how many tokens are prompt and how many are tested, and its continuation
     assert "record  prompt  tested" in proc.stdout and "continuation after" in proc.stdout
-    assert all(f"\n{r['id']}  20  20  " in proc.stdout for r in left)
+    assert all(re.search(rf"\n{r['id']} +20 +20 ", proc.stdout) for r in left)
 
 
 def test_auto_thresholds_on_training_rows_differ_from_those_on_validation_text(scenario):
