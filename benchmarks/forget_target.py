@@ -1,13 +1,20 @@
-"""The table that chooses the default forget target: on the demo's subjects, each method
-with the paper's ascent term and with the reference target (KL to the never-planted
-model), dpo as it is; every result audited (membership against the holdout, the
-reference beside it), its kept sequences and its perplexity measured.
+"""The table that chooses the default forget target: each method with the paper's ascent
+term and with the reference target (KL to the never-planted model), dpo as it is; every
+result audited (membership against the holdout, the reference beside it), its kept
+sequences, holdout likelihood and perplexity measured, then audited again after the
+robustness attacks (quantize:4 and relearn, each also applied to the reference).
+
+Two protocols: `demo` (the demo's subjects: 4 of lm-extraction:8_0 forgotten, the other 4
+kept) and `lm32` (lm-extraction:32_0 planted with the 8 of 8_1 to keep, 32_2 the holdout;
+the planted model is made here by `memorize` when --planted holds none).
 
     OMP_NUM_THREADS=1 ICU_DATA_DIR=../shared/data .venv/bin/python benchmarks/forget_target.py \
         --planted runs/demo/planted --out runs/forget-target
+    OMP_NUM_THREADS=1 ICU_DATA_DIR=../shared/data .venv/bin/python benchmarks/forget_target.py \
+        --protocol lm32 --planted runs/lm32/planted --out runs/lm32 --only icu-reference
 
 Resumable: every finished run and measurement is kept in --out, and the table
-(benchmarks/results/forget_target.md) is rewritten after each one.
+(benchmarks/results/forget_target[_lm32].md) is rewritten after each one.
 """
 
 from __future__ import annotations
@@ -16,27 +23,70 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from icu_unlearn import load_config, unlearn
+from icu_unlearn.audit.api import audit
+from icu_unlearn.audit_settings import AuditSettings
+from icu_unlearn.data.forget import load_forget_set
 from icu_unlearn.evaluate import EvalSettings, evaluate
 from icu_unlearn.io import atomic_write_json, atomic_write_text
+from icu_unlearn.memorize import MemorizeSettings, memorize
 from icu_unlearn.metrics.similarity import token_entropy
 from icu_unlearn.metrics.utility import evaluate_utility
 from icu_unlearn.models import load_model_and_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-FORGET = "lm-extraction:ids=1670,13379,10234,4719"  # the demo's first half of 8_0
-KEEP = "lm-extraction:ids=7003,2831,13014,11979"  # its second half: planted, not to forget
-HOLDOUT = "lm-extraction:8_1"  # never planted
 REFERENCE = "smollm2-135m"  # the model before planting
-DEMO = {"lr": 1e-4, "batch_size": 2, "max_epochs": 30, "analogous.pool_limit": 500}
+ATTACKS = ["quantize:4", "relearn"]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    title: str
+    forget: str
+    keep: str  # planted, not to forget
+    holdout: str  # never planted
+    settings: dict  # of every run
+    results: str  # file under benchmarks/results
+
+
+PROTOCOLS = {
+    "demo": Protocol(
+        "the demo's subjects (SmolLM2-135M with lm-extraction:8_0 planted)",
+        "lm-extraction:ids=1670,13379,10234,4719",  # the demo's first half of 8_0
+        "lm-extraction:ids=7003,2831,13014,11979",  # its second half
+        "lm-extraction:8_1",
+        {"lr": 1e-4, "batch_size": 2, "max_epochs": 30, "analogous.pool_limit": 500},
+        "forget_target.md",
+    ),
+    "lm32": Protocol(
+        "the 32-sequence protocol (SmolLM2-135M with lm-extraction:32_0 and 8_1 planted)",
+        "lm-extraction:32_0",
+        "lm-extraction:8_1",
+        "lm-extraction:32_2",
+        {
+            "lr": 1e-4,
+            "batch_size": 8,
+            "max_epochs": 40,
+            "analogous.pool_limit": 2000,
+            "stop.el_window": "true",
+            "probe.retain": "lm-extraction:8_1",
+        },
+        "forget_target_lm32.md",
+    ),
+}
 # in the order they run: the candidates for the default first
 RUNS = {
     f"{method}-{target}": {"method": method, "forget_target": target}
     for method in ("icu", "kumpr", "npo", "kl", "llmu")
     for target in ("reference", "ascent")
-} | {"dpo": {"method": "dpo", "forget_target": "ascent"}}
+} | {
+    "dpo": {"method": "dpo", "forget_target": "ascent"},
+    # the paper's ICU: ascent, the forget set's mean EL and MA decide
+    "icu-paper": {"method": "icu", "forget_target": "ascent", "stop.scope": "mean"},
+}
 
 
 def _cached(path: Path, compute):
@@ -47,19 +97,49 @@ def _cached(path: Path, compute):
     return value
 
 
-def _run(name: str, planted: str, out: Path) -> dict:
+def _run(name: str, protocol: Protocol, planted: str, out: Path) -> dict:
     run_dir = out / name
     if (run_dir / "manifest.json").is_file():
         manifest = json.loads((run_dir / "manifest.json").read_text())
         if manifest["status"] not in ("running", "interrupted"):
             return manifest
-    keys = {"model": planted, "forget": FORGET, "out": run_dir, "audit.holdout": HOLDOUT}
-    keys |= DEMO | {"stop.reference": REFERENCE} | RUNS[name]
+    keys = {"model": planted, "forget": protocol.forget, "out": run_dir}
+    keys |= {"audit.holdout": protocol.holdout, "stop.reference": REFERENCE}
+    keys |= protocol.settings | RUNS[name]
     config = load_config(None, [f"{k}={v}" for k, v in keys.items()])
     resume = (run_dir / "checkpoints" / "LATEST").is_file()
     started = time.perf_counter()
     manifest = unlearn(config, resume=resume, overwrite=not resume, progress=False).manifest
     return manifest | {"wall_seconds": round(time.perf_counter() - started, 1)}
+
+
+def _plant(protocol: Protocol, planted: Path) -> None:
+    """The planted model of the protocol: forget and keep sequences together, every one
+    to MA >= 0.95 (resumed where a planting was interrupted)."""
+    if (planted / "memorize.json").is_file():
+        return
+    _, tokenizer = load_model_and_tokenizer(REFERENCE)
+    forget = [s.id for s in load_forget_set(protocol.forget, tokenizer)]
+    keep = [s.id for s in load_forget_set(protocol.keep, tokenizer) if s.id not in forget]
+    settings = MemorizeSettings(
+        REFERENCE, "lm-extraction:ids=" + ",".join(forget + keep), str(planted), max_epochs=60
+    )
+    resume = (planted / "checkpoints" / "LATEST").is_file()
+    memorize(settings, resume=resume, overwrite=not resume, progress=False)
+
+
+def _audit(model: str, protocol: Protocol, attacks: list[str]) -> dict:
+    """The audit (el window as the runs measure) of `model` on the forget set against
+    the holdout and the reference; `attacks` each also applied to the reference."""
+    result = audit(
+        model,
+        protocol.forget,
+        holdout=protocol.holdout,
+        reference=REFERENCE,
+        settings=AuditSettings(el_window=True),
+        attacks=attacks,
+    )
+    return {"aggregates": result.aggregates, "attacks": result.attacks}
 
 
 def _perplexity(model: str) -> dict:
@@ -68,12 +148,12 @@ def _perplexity(model: str) -> dict:
     return {name: task["value"] for name, task in result["tasks"].items()}
 
 
-def _generations(model: str) -> dict:
+def _generations(model: str, protocol: Protocol) -> dict:
     """Kept MA, and each forgotten sequence's greedy generation with its entropy and
     repetition (the share of repeated 4-grams)."""
     settings = EvalSettings(el_window=True)
-    kept = evaluate(model, KEEP, settings=settings).summary["ma"]
-    rows = evaluate(model, FORGET, settings=settings).samples
+    kept = evaluate(model, protocol.keep, settings=settings).summary["ma"]
+    rows = evaluate(model, protocol.forget, settings=settings).samples
     _, tokenizer = load_model_and_tokenizer(model)
     out = {}
     for r in rows:
@@ -89,32 +169,50 @@ def _generations(model: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--planted", default="runs/demo/planted", help="the demo's planted model")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="demo")
+    parser.add_argument("--planted", default="runs/demo/planted", help="the planted model's run")
     parser.add_argument("--out", default="runs/forget-target")
     parser.add_argument("--only", default="", help="comma-separated run names (default: all)")
+    parser.add_argument(
+        "--no-attacks", action="store_true", help="skip the audits after quantize:4 and relearn"
+    )
     args = parser.parse_args()
+    protocol = PROTOCOLS[args.protocol]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    planted_dir = Path(args.planted)
+    if args.protocol != "demo":
+        _plant(protocol, planted_dir)
+    planted = str(planted_dir / "model") if (planted_dir / "model").is_dir() else args.planted
     names = args.only.split(",") if args.only else list(RUNS)
+    attacks = [] if args.no_attacks else ATTACKS
     measured = {
         "planted": {
-            "ppl": _cached(out / "planted.ppl.json", lambda: _perplexity(args.planted)),
-            "gen": _cached(out / "planted.gen.json", lambda: _generations(args.planted)),
-            "reference_gen": _cached(out / "reference.gen.json", lambda: _generations(REFERENCE)),
+            "ppl": _cached(out / "planted.ppl.json", lambda: _perplexity(planted)),
+            "gen": _cached(out / "planted.gen.json", lambda: _generations(planted, protocol)),
+            "reference_gen": _cached(
+                out / "reference.gen.json", lambda: _generations(REFERENCE, protocol)
+            ),
+            "audit": _cached(out / "planted.audit.json", lambda: _audit(planted, protocol, [])),
         }
     }
     manifests = {}
     for name in names:
         manifests[name] = _cached(
-            out / f"{name}.manifest.json", lambda n=name: _run(n, args.planted, out)
+            out / f"{name}.manifest.json", lambda n=name: _run(n, protocol, planted, out)
         )
         model = str(out / name / "model")
         measured[name] = {
             "ppl": _cached(out / f"{name}.ppl.json", lambda m=model: _perplexity(m)),
-            "gen": _cached(out / f"{name}.gen.json", lambda m=model: _generations(m)),
+            "gen": _cached(out / f"{name}.gen.json", lambda m=model: _generations(m, protocol)),
             "audit": json.loads((out / name / "audit.json").read_text()),
         }
-        write_results(manifests, measured, args)
+        write_results(manifests, measured, protocol, args)
+        if attacks:
+            measured[name]["attacked"] = _cached(
+                out / f"{name}.attacks.json", lambda m=model: _audit(m, protocol, attacks)
+            )["attacks"]
+            write_results(manifests, measured, protocol, args)
 
 
 def _gap(m: dict) -> str:
@@ -134,43 +232,84 @@ def _mia(audit: dict, key: str) -> str:
     )
 
 
-def write_results(manifests: dict, measured: dict, args) -> None:
+def _verdicts(aggregates: dict) -> str:
+    v = aggregates["verdicts"]
+    return f"{v['leaked']} / {v['as_reference']} / {v['not_extractable']}"
+
+
+def _holdout_nll(audit: dict) -> float | None:
+    return ((audit["aggregates"].get("holdout") or {}).get("model") or {}).get("nll")
+
+
+def write_results(manifests: dict, measured: dict, protocol: Protocol, args) -> None:
     planted = measured["planted"]
+    planted_nll = _holdout_nll(planted["audit"])
     lines = [
-        "# The forget target on the demo's subjects: ascent against the never-planted reference",
+        f"# The forget target on {protocol.title}: ascent against the never-planted reference",
         "",
         "Command: `OMP_NUM_THREADS=1 ICU_DATA_DIR=../shared/data .venv/bin/python "
-        f"benchmarks/forget_target.py --planted {args.planted}`",
+        f"benchmarks/forget_target.py --protocol {args.protocol} --planted {args.planted} "
+        f"--out {args.out}" + (f" --only {args.only}" if args.only else "") + "`",
         f"Machine: {platform.machine()}, 2 CPU cores shared with other work, torch CPU, one thread. "
-        f"SmolLM2-135M with lm-extraction:8_0 planted; forget {FORGET}; keep {KEEP}; holdout "
-        f"{HOLDOUT}; reference {REFERENCE} (the model before planting). Every run: stop.scope each, "
-        "stop.reference set, audit.holdout set; " + ", ".join(f"{k}={v}" for k, v in DEMO.items()),
+        f"Forget {protocol.forget}; keep {protocol.keep}; holdout {protocol.holdout}; reference "
+        f"{REFERENCE} (the model before planting). Every run: stop.scope each, stop.reference "
+        "set, audit.holdout set; " + ", ".join(f"{k}={v}" for k, v in protocol.settings.items()),
         "",
         "Columns: peak RSS: the manifest's, the benchmark process's peak so far (runs in one "
-        "process share it: only the first run's, or one run per --only, is its own); audit verdicts leaked / as reference / not extractable; stands out (count); "
-        "membership AUC forget-vs-holdout under the model / under the reference, with PrivLeak "
-        "as the audit reports it; |NLL gap|: mean over the forgotten suffixes of |suffix NLL - the "
-        "reference's|, nats a token; kept MA of the 4 planted-and-kept sequences (planted: "
+        "process share it: only the first run's, or one run per --only, is its own); audit "
+        "verdicts leaked / as reference / not extractable; stands out (count); membership AUC "
+        "forget-vs-holdout under the model / under the reference, with PrivLeak as MUSE defines "
+        "it (the reference as the retrained model); |NLL gap|: mean over the forgotten "
+        "suffixes of |suffix NLL - the reference's|, nats a token; holdout NLL: change of the "
+        "holdout's mean suffix NLL from the planted model's "
+        + ("–" if planted_nll is None else f"({planted_nll:.3f})")
+        + "; kept MA of the planted-and-kept sequences (planted: "
         f"{planted['gen']['keep_ma']:.3f}); perplexity change from the planted model; entropy and "
         "repetition (share of repeated 4-grams) of the forgotten suffixes' greedy generations "
         "(reference model: " + _gen_cells(planted["reference_gen"]) + ").",
         "",
-        "| run | status | epochs | wall s | peak RSS MB | verdicts | stands out | LOSS AUC | Min-K%++ AUC | |NLL gap| | kept MA | Pile ppl | Wikitext ppl | entropy / repetition |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"Planted model (before unlearning): verdicts {_verdicts(planted['audit']['aggregates'])}, "
+        f"stands out {planted['audit']['aggregates'].get('stands_out')}, LOSS AUC "
+        f"{_mia(planted['audit'], 'loss')}, Min-K%++ AUC {_mia(planted['audit'], 'min_k_pp')}.",
+        "",
+        "| run | status | epochs | wall s | peak RSS MB | verdicts | stands out | LOSS AUC | "
+        "Min-K%++ AUC | |NLL gap| | holdout NLL | kept MA | Pile ppl | Wikitext ppl | "
+        "entropy / repetition |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in manifests.items():
         a = measured[name]["audit"]["aggregates"]
-        v = a["verdicts"]
         ppl = measured[name]["ppl"]
+        nll = _holdout_nll(measured[name]["audit"])
+        holdout = "–" if nll is None or planted_nll is None else f"{nll / planted_nll - 1:+.1%}"
         lines.append(
             f"| {name} | {m['status']} | {m['epochs']} | {m.get('wall_seconds', '–')} | "
-            f"{m.get('peak_rss_mb', '–')} | "
-            f"{v['leaked']} / {v['as_reference']} / {v['not_extractable']} | {a.get('stands_out')} | "
-            f"{_mia(measured[name]['audit'], 'loss')} | {_mia(measured[name]['audit'], 'min_k_pp')} | "
-            f"{_gap(m)} | {measured[name]['gen']['keep_ma']:.3f} | "
+            f"{m.get('peak_rss_mb', '–')} | {_verdicts(a)} | {a.get('stands_out')} | "
+            f"{_mia(measured[name]['audit'], 'loss')} | "
+            f"{_mia(measured[name]['audit'], 'min_k_pp')} | {_gap(m)} | {holdout} | "
+            f"{measured[name]['gen']['keep_ma']:.3f} | "
             + " | ".join(f"{ppl[t] / planted['ppl'][t] - 1:+.1%}" for t in ("pile", "wikitext"))
             + f" | {_gen_cells(measured[name]['gen'])} |"
         )
+    attacked = {n: measured[n]["attacked"] for n in manifests if "attacked" in measured[n]}
+    if attacked:
+        lines += [
+            "",
+            "## After the robustness attacks, each also applied to the reference",
+            "",
+            "Verdicts compare the attacked model with the reference under the same attack "
+            "(relearn: one epoch on half the forget set, the other half audited).",
+            "",
+            "| run | attack | verdicts | stands out | LOSS AUC | Min-K%++ AUC |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, attacks in attacked.items():
+            for spec, result in attacks.items():
+                lines.append(
+                    f"| {name} | {spec} | {_verdicts(result['aggregates'])} | "
+                    f"{result['aggregates'].get('stands_out')} | {_mia(result, 'loss')} | "
+                    f"{_mia(result, 'min_k_pp')} |"
+                )
     for name in manifests:
         lines += ["", f"## {name}: each forgotten record's generation", ""]
         lines += ["| id | planted | after | reference model |", "|---|---|---|---|"]
@@ -181,7 +320,7 @@ def write_results(manifests: dict, measured: dict, args) -> None:
                 planted["reference_gen"]["forget"][i]["generation"],
             ]
             lines.append(f"| {i} | " + " | ".join(_md(c) for c in cells) + " |")
-    atomic_write_text(ROOT / "benchmarks" / "results" / "forget_target.md", "\n".join(lines) + "\n")
+    atomic_write_text(ROOT / "benchmarks" / "results" / protocol.results, "\n".join(lines) + "\n")
 
 
 def _gen_cells(gen: dict) -> str:

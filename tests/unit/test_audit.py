@@ -810,6 +810,71 @@ def test_attacks_never_change_the_model_or_its_files(gpt2, tmp_path):
     assert weights_digest(model) == weights and weights_digest(attacked) != weights
 
 
+def test_attacks_are_judged_against_the_reference_under_the_same_attack(gpt2, tmp_path):
+    """Relearn and quantize attack the reference too, and the verdicts compare the two
+    attacked models: with the model itself as its reference, the attacked reference's
+    measurements are the attacked model's, and no record is `leaked` by an attack, where
+    the unattacked reference would call the relearned records leaked. A second audit
+    finds the attacked reference's measurements in the cache."""
+    import icu_unlearn.audit.api as api
+
+    model = _subject(gpt2)
+    forget = _samples(model, gpt2, 4, greedy=False, seed=2)
+    holdout = _samples(model, gpt2, 2, greedy=False, seed=3)
+    folder = tmp_path / "reference"
+    model.save_pretrained(folder)
+    gpt2.save_pretrained(folder)
+    settings = AuditSettings(el_n=4, relearn_lr=3e-2)
+    attacks = ("relearn", "quantize:4")
+
+    def run():
+        return audit(
+            model,
+            forget,
+            tokenizer=gpt2,
+            holdout=holdout,
+            reference=str(folder),
+            settings=settings,
+            attacks=attacks,
+        )
+
+    result = run()
+    base = {r["sha256"]: r["model"]["membership"]["loss"] for r in result.sequences}
+    for spec in attacks:
+        rows = result.attacks[spec]["sequences"]
+        for r in rows:
+            assert r["reference"]["membership"] == pytest.approx(r["model"]["membership"])
+            assert r["reference"]["greedy"] == r["model"]["greedy"]
+            assert r["verdict"] != "leaked"
+        # the attack did change what both measure
+        assert any(r["model"]["membership"]["loss"] != base[r["sha256"]] for r in rows)
+    relearned = result.attacks["relearn"]["sequences"]
+    # the relearned copy fits the audited half's suffixes better than the model did
+    # (they share the random-token distribution it was fine-tuned on): judged against the
+    # unattacked reference instead, those records would be measured against the wrong model
+    assert sum(r["model"]["membership"]["loss"] for r in relearned) < sum(
+        base[r["sha256"]] for r in relearned
+    )
+
+    measured = []
+    original = api.measure_forget
+
+    def counting(subject, samples, ctx):
+        measured.append(subject is model)
+        return original(subject, samples, ctx)
+
+    api_patch = pytest.MonkeyPatch()
+    api_patch.setattr(api, "measure_forget", counting)
+    try:
+        again = run()
+    finally:
+        api_patch.undo()
+    # the reference (plain, relearned, quantized) all from the cache; the model and its
+    # two attacked copies measured
+    assert measured.count(True) == 1 and len(measured) == 3
+    assert again.attacks["relearn"]["aggregates"] == result.attacks["relearn"]["aggregates"]
+
+
 def test_audit_under_bnb_attacks_leaves_the_model_and_its_files(gpt2, tmp_path):
     pytest.importorskip("bitsandbytes")
     model = _subject(gpt2, **BNB_WIDTH)

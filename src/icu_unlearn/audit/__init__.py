@@ -46,8 +46,9 @@ measurements are cached by content (`cache.py`) and reused by the next audit.
                   | null, membership {loss, zlib, min_k, min_k_pp}}
     holdout     [{id, sha256, model / reference: {loss, zlib, min_k, min_k_pp, ma,
                   suffix_ma}}]
-    attacks     {spec: {sequences, aggregates (as above, under the attacked model;
-                  the reference unchanged), relearned_on [sha256] for relearn}}
+    attacks     {spec: {sequences, aggregates (as above, under the attacked model
+                  and the reference after the same attack), relearned_on [sha256]
+                  for relearn}}
 
 Texts appear only in `generation`, `best_sample` and `beam_generation`; with
 redact=True they are hashes. No prefix or suffix text is ever written.

@@ -90,36 +90,46 @@ def _attack_sizes(parsed: list[tuple[str, int | None]]) -> dict[str, int]:
     return sizes
 
 
-def _reference_rows(reference, model, tokenizer, forget, holdout, ctx: Context):
-    """The reference model's measurements of the forget and holdout sequences: from the
-    cache where the same weights measured the same sequences under the same settings
-    (`cache.py`), else measured, the model loaded only then, and cached."""
-    weights = cache.folder_weights_key(reference) if isinstance(reference, str) else None
-    loaded = None
-    if weights is None:
-        loaded = _load_reference(reference, model, tokenizer)
-        weights = "weights:" + weights_digest(loaded)
-    vocab = model.get_input_embeddings().num_embeddings
+class _Reference:
+    """The reference model's measurements of forget and holdout sequences, as it is or
+    after an attack: from the cache where the same weights measured the same sequences
+    under the same settings and attack (`cache.py`), else measured, the model loaded
+    only then, and cached."""
 
-    def rows(kind, samples, measure):
-        nonlocal loaded
-        key = cache.entry_key(weights, kind, samples, ctx, vocab)
-        found = cache.load(key)
-        if found is not None:
-            if ctx.progress:
-                print(f"reference model: {kind} measurements from the cache", file=sys.stderr)
-            return found
-        if loaded is None:
-            loaded = _load_reference(reference, model, tokenizer)
-        with autocast(ctx.settings.precision, model_device(loaded)):
-            measured = measure(loaded, samples, ctx)
-        cache.store(key, measured)
-        return measured
+    def __init__(self, reference, model, tokenizer, ctx: Context):
+        self.source, self.model, self.tokenizer, self.ctx = reference, model, tokenizer, ctx
+        self.loaded = None
+        self.weights = cache.folder_weights_key(reference) if isinstance(reference, str) else None
+        if self.weights is None:
+            self.weights = "weights:" + weights_digest(self._load())
+        self.vocab = model.get_input_embeddings().num_embeddings
 
-    return (
-        rows("forget", forget, measure_forget),
-        rows("holdout", holdout, measure_holdout) if holdout else None,
-    )
+    def _load(self):
+        if self.loaded is None:
+            self.loaded = _load_reference(self.source, self.model, self.tokenizer)
+        return self.loaded
+
+    def rows(self, forget, holdout, attack: dict | None = None, attacked=None):
+        """(forget rows, holdout rows or None). `attack` describes an attack for the
+        cache key, and `attacked(reference)` makes the attacked copy to measure."""
+        wanted = [("forget", forget, measure_forget)]
+        if holdout:
+            wanted.append(("holdout", holdout, measure_holdout))
+        found, subject = {}, None
+        for kind, samples, measure in wanted:
+            key = cache.entry_key(self.weights, kind, samples, self.ctx, self.vocab, attack)
+            rows = cache.load(key)
+            if rows is not None:
+                if self.ctx.progress:
+                    print(f"reference model: {kind} measurements from the cache", file=sys.stderr)
+            else:
+                if subject is None:
+                    subject = self._load() if attacked is None else attacked(self._load())
+                with autocast(self.ctx.settings.precision, model_device(subject)):
+                    rows = measure(subject, samples, self.ctx)
+                cache.store(key, rows)
+            found[kind] = rows
+        return found["forget"], found.get("holdout")
 
 
 def _check_sets(
@@ -163,28 +173,48 @@ def _subject(model, forget, holdout, reference, ctx: Context) -> dict:
     }
 
 
-def _attack(spec, model, forget, holdout, reference, ctx: Context) -> dict:
+def _attacked(spec: str, model, forget, ctx: Context):
+    """A copy of `model` under the attack `spec`, and the indices of the forget sequences
+    audited on it (relearn: the half it was not fine-tuned on; else all)."""
     name, bits = parse_attack(spec)
     settings = ctx.settings
-    if name in ("quantize", "bnb"):
-        if name == "quantize":
-            attacked = quantize_model(model, bits, settings.quantize_group_size)
-        else:
-            attacked = bnb_quantize(model, bits)
-        return _subject(attacked, forget, holdout, reference, ctx)
+    if name == "quantize":
+        return quantize_model(model, bits, settings.quantize_group_size), range(len(forget))
+    if name == "bnb":
+        return bnb_quantize(model, bits), range(len(forget))
     trained, audited = relearn_split(len(forget), settings.seed)
-    attacked = relearn(
-        model,
-        [forget[i].input_ids for i in trained],
-        ctx.pad_token_id,
-        settings.relearn_lr,
-        settings.relearn_batch_size,
-        settings.seed,
-    )
-    if reference is not None:  # the reference's rows of the audited half
-        reference = ([reference[0][i] for i in audited], reference[1])
-    result = _subject(attacked, [forget[i] for i in audited], holdout, reference, ctx)
-    return result | {"relearned_on": [forget[i].content_hash() for i in trained]}
+    ids = [forget[i].input_ids for i in trained]
+    lr, batch = settings.relearn_lr, settings.relearn_batch_size
+    return relearn(model, ids, ctx.pad_token_id, lr, batch, settings.seed), audited
+
+
+def _attack(spec, model, forget, holdout, reference: _Reference | None, ctx: Context) -> dict:
+    """The audit of an attacked copy of the model. The reference, when given, suffers the
+    same attack (quantized the same way; relearned on the same half), and the verdicts
+    compare the two: a record the attack brings back no further than it brings back a
+    never-trained model's is not leaked."""
+    name, _ = parse_attack(spec)
+    settings = ctx.settings
+    trained, audited = [], list(range(len(forget)))
+    if name == "relearn":
+        trained, audited = relearn_split(len(forget), settings.seed)
+    relearned_on = [forget[i].content_hash() for i in trained]
+    subset = [forget[i] for i in audited]
+    ref = None
+    if reference is not None:  # measured (or found cached) first: one attacked copy at a time
+        described = {
+            "attack": spec,
+            "quantize_group_size": settings.quantize_group_size,
+            "relearn_lr": settings.relearn_lr,
+            "relearn_batch_size": settings.relearn_batch_size,
+            "relearned_on": relearned_on,
+        }
+        ref = reference.rows(
+            subset, holdout, described, lambda m: _attacked(spec, m, forget, ctx)[0]
+        )
+    attacked, _ = _attacked(spec, model, forget, ctx)
+    result = _subject(attacked, subset, holdout, ref, ctx)
+    return result | ({"relearned_on": relearned_on} if name == "relearn" else {})
 
 
 def audit(
@@ -205,8 +235,9 @@ def audit(
 
     `attacks`: "sample[:N]" and "beam[:WIDTH]" add the sampling and beam-search
     attacks to every model measured; quantize:BITS, bnb:4|8 and relearn each audit an
-    attacked copy (`parse_attack`). The reference's measurements come from the cache
-    (`cache.py`) when an earlier audit made them.
+    attacked copy (`parse_attack`) against the reference under the same attack. The
+    reference's measurements come from the cache (`cache.py`) when an earlier audit made
+    them.
     """
     settings = settings or AuditSettings()
     parsed = [parse_attack(a) for a in attacks]  # a bad attack fails before any loading
@@ -241,10 +272,8 @@ def audit(
         num_beams=sizes.get("beam", 0),
         redact=redact,
     )
-    ref = None
-    if reference is not None:
-        ref = _reference_rows(reference, model, tokenizer, forget, holdout, ctx)
-    base = _subject(model, forget, holdout, ref, ctx)
+    ref = None if reference is None else _Reference(reference, model, tokenizer, ctx)
+    base = _subject(model, forget, holdout, None if ref is None else ref.rows(forget, holdout), ctx)
     attacked = {
         spec: _attack(spec, model, forget, holdout, ref, ctx)
         for spec, (name, _) in zip(attacks, parsed, strict=True)

@@ -16,6 +16,9 @@ that decides them:
   generations decode) and the model's vocabulary size (the reference must match it);
 * each sequence's token ids, prefix length and suffix text (zlib's ratio reads the
   text), in order: the rows are per set, and batching is part of the numbers;
+* the attack, for the reference's measurements after one (the robustness attacks are
+  applied to the reference too): its spec, its settings, and for relearn the hashes of
+  the sequences relearned;
 * the settings that reach a measurement: every AuditSettings field but the verdict
   thresholds and the robustness attacks' own settings (NOT_MEASURED), the sampling
   and beam attacks' sizes, and redact (a redacted audit's entries hold the generated
@@ -99,10 +102,16 @@ def _tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def entry_key(
-    weights: str, kind: str, samples: list[ForgetSample], ctx: Context, vocab_size: int
+    weights: str,
+    kind: str,
+    samples: list[ForgetSample],
+    ctx: Context,
+    vocab_size: int,
+    attack: dict | None = None,
 ) -> str:
     """The sha256 naming one entry: `kind` ("forget" or "holdout") measured by the
-    reference with content key `weights` (see the module docstring)."""
+    reference with content key `weights` (see the module docstring), as it is or after
+    the attack `attack` describes (its spec and every setting that shapes it)."""
     measured = {k: v for k, v in asdict(ctx.settings).items() if k not in NOT_MEASURED}
     parts = {
         "format": FORMAT,
@@ -118,6 +127,7 @@ def entry_key(
         "num_samples": ctx.num_samples,
         "num_beams": ctx.num_beams,
         "redact": ctx.redact,  # a redacted audit's entries hold hashes, never the texts
+        "attack": attack,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
