@@ -58,6 +58,20 @@ class ScoringSettings:
 
 
 @dataclass
+class RunScoringSettings(ScoringSettings):
+    """A run's `eval:` section: the scoring settings, and how it scores epoch after epoch."""
+
+    verify: bool = field(
+        default=True,
+        metadata={
+            "help": "EL's greedy continuations: verify last epoch's in one pass and decode "
+            "only past the first disagreement (the same tokens, a fraction of the decoding); "
+            "false decodes every one afresh"
+        },
+    )
+
+
+@dataclass
 class AnalogousConfig:
     pool: str | None = field(
         default=None,
@@ -533,8 +547,8 @@ class RunConfig:
         default=False,
         metadata={"help": "forgotten texts in samples.jsonl and checkpoints as hashes only"},
     )
-    eval: ScoringSettings = field(
-        default_factory=ScoringSettings,
+    eval: RunScoringSettings = field(
+        default_factory=RunScoringSettings,
         metadata={
             "help": "how the run scores (batch sizes, BERTScore's encoder); EL's n and window are stop's"
         },

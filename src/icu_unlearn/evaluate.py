@@ -79,6 +79,7 @@ def score_samples(
     el: bool = True,
     el_for: Callable[[list[dict]], set[str]] | None = None,
     suffix_nll: bool = False,
+    drafts: dict[str, dict[int, list[int]]] | None = None,
 ) -> list[dict]:
     """One row per sample: EL_n, MA, BERTScore F1, BLEU, entropy and the greedy generation.
 
@@ -89,6 +90,10 @@ def score_samples(
     `el_for`, given every sample's row of MA (and suffix NLL), returns the ids whose EL
     is worth its decoding; the others' EL is None (their MA and generation are scored).
     `suffix_nll`: each row gains its suffix's mean NLL, nats a token, from the same pass.
+    `drafts` ({sample id: {q: greedy continuation of x[:q]}}, a run's across epochs): the
+    continuations of an earlier scoring, verified instead of decoded where they still
+    hold, and updated with this scoring's (every process gets every sample's); the rows
+    are the same with or without them.
     `timings`, when given, receives the seconds spent on EL/MA (with the greedy
     generation they share; `teacher_forced_seconds` of them on the pass that gives MA)
     and on BERTScore + BLEU.
@@ -116,9 +121,14 @@ def score_samples(
         return gather(rows)
     wanted = None if el_for is None else el_for(gather(rows))
     el_wanted = [wanted is None or s.id in wanted for s in mine]
+    mine_drafts = None if drafts is None else [drafts.setdefault(s.id, {}) for s in mine]
     rows = _score(
-        model, tokenizer, mine, settings, progress, timings, similarity, rows, greedy, el_wanted
-    )
+        model, tokenizer, mine, settings, progress, timings, similarity, rows, greedy, el_wanted,
+        mine_drafts,
+    )  # fmt: skip
+    if drafts is not None and procs is not None and procs.world > 1 and not procs.lockstep:
+        for part in procs.everyone({s.id: drafts[s.id] for s in mine}):
+            drafts.update(part)
     if timings is not None:
         timings["memorization_seconds"] = (
             time.perf_counter() - started - timings["similarity_seconds"]
@@ -135,8 +145,9 @@ def _facts(sample: ForgetSample) -> dict:
 
 
 def _score(
-    model, tokenizer, samples, settings, progress, timings, similarity, rows, greedy, el_wanted
-) -> list[dict]:
+    model, tokenizer, samples, settings, progress, timings, similarity, rows, greedy, el_wanted,
+    drafts,
+) -> list[dict]:  # fmt: skip
     el, gens = [], []
     step = settings.batch_size
     for k in tqdm(range(0, len(samples), step), desc="EL/MA", disable=not progress, unit="batch"):
@@ -153,6 +164,7 @@ def _score(
             el_for=el_wanted[k : k + step],
             greedy=greedy[k : k + step],
             precision=settings.precision,
+            drafts=None if drafts is None else drafts[k : k + step],
         )
         el += scores.extraction_likelihood
         gens += scores.generations

@@ -18,10 +18,14 @@ def score_forget_set(
     procs,
     timings: dict | None = None,
     everything: bool = True,
+    drafts: dict | None = None,
 ) -> tuple[list[dict], list[SequenceState]]:
     """Every forget sequence's MA (and, for an unlearning rule, its suffix NLL and
     generation; its EL where a decision needs it, or everywhere with `everything`),
     decided by `rule`.
+
+    `drafts`: last scoring's continuations, verified instead of decoded
+    (`evaluate.score_samples`) and updated.
 
     Returns the rows (samples.jsonl's form, each with its decision's fields) and the
     decided states, in forget-set order.
@@ -38,7 +42,7 @@ def score_forget_set(
 
     rows = score_samples(
         model, tokenizer, forget, scoring, timings=timings, procs=procs, el_for=el_for,
-        suffix_nll=True,
+        suffix_nll=True, drafts=drafts,
     )  # fmt: skip
     states = rule.decide([SequenceState.from_row(r, el_key) for r in rows])
     for r, s in zip(rows, states, strict=True):  # the decision, recorded with its scores

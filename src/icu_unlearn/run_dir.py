@@ -129,6 +129,8 @@ def save_checkpoint(setup: RunSetup, run: RunProgress) -> None:
         "thresholds": setup.thresholds,
         "reference_scores": setup.reference_scores,
     }
+    if setup.config.redact:  # continuations write the forgotten text out until it is gone
+        state["drafts"] = {}
     root = setup.out / "checkpoints"
     checkpoint.save(root, run.epoch, setup.model, setup.optimizer, state, setup.procs)
 
@@ -137,6 +139,8 @@ def restore(setup: RunSetup, run: RunProgress, path: Path) -> None:
     state = checkpoint.load(path, setup.model, setup.optimizer, setup.procs)
     for name in asdict(run):  # a field newer than the checkpoint keeps its default
         setattr(run, name, state.get(name, getattr(run, name)))
+    # JSON made the prefix lengths strings
+    run.drafts = {i: {int(q): c for q, c in d.items()} for i, d in run.drafts.items()}
     if run.status == "incomplete" and run.epoch < setup.config.max_epochs:
         run.status = None  # extended: go on
     elif run.status is None and run.epoch >= setup.config.max_epochs:

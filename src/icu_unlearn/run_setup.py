@@ -44,7 +44,7 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
         config.forget, tokenizer, config.prefix_length, config.data_dir, vocab_size=vocab
     )
     scoring = EvalSettings(
-        **asdict(config.eval),
+        **{k: v for k, v in asdict(config.eval).items() if k != "verify"},
         el_n=config.stop.el_n,
         el_window=config.stop.el_window,
         precision=config.precision,
@@ -76,9 +76,11 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
     _check_audit(config, tokenizer, forget, vocab)
     # Before the pool is embedded (minutes, with a progress bar): a forget set that cannot
     # be scored, or is already forgotten, fails fast on one line.
-    initial = None
+    initial, drafts = None, {}
     if latest is None:
-        initial = _initial_rows(rule, model, tokenizer, forget, scoring, procs)
+        initial = _initial_rows(
+            rule, model, tokenizer, forget, scoring, procs, drafts if config.eval.verify else None
+        )
     method = runnable(config.method)
     with accelerator.main_process_first():  # the pool's embeddings are cached once
         data = training_data.build(
@@ -109,7 +111,7 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
         # sharded: no process holds it whole
         original_sha256=None if original is None or procs.lockstep else weights_digest(original),
     )
-    run = RunProgress(active=[s.id for s in forget])
+    run = RunProgress(active=[s.id for s in forget], drafts=drafts)
     if initial is not None:
         run.active = rule.initial_active(initial[1])
     if latest is not None:
@@ -141,10 +143,10 @@ def _check_audit(config: RunConfig, tokenizer, forget, vocab) -> None:
         criteria.refuse_overlap(holdout, forget, "audit.holdout shares samples with the forget set")
 
 
-def _initial_rows(rule: StoppingRule, model, tokenizer, forget, scoring, procs):
+def _initial_rows(rule: StoppingRule, model, tokenizer, forget, scoring, procs, drafts):
     """The forget set before unlearning, scored whole and decided (rows and states); a set
-    the model has already forgotten is refused."""
-    rows, states = score_forget_set(rule, model, tokenizer, forget, scoring, procs)
+    the model has already forgotten is refused. `drafts` receives its continuations."""
+    rows, states = score_forget_set(rule, model, tokenizer, forget, scoring, procs, drafts=drafts)
     rule.refuse_already_forgotten(states)
     return rows, states
 

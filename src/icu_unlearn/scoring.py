@@ -134,6 +134,7 @@ def greedy_continuations(
     pad_token_id: int,
     decode_batch_size: int = 128,
     precision: str = "fp32",
+    drafts: dict[tuple[int, int], list[int]] | None = None,
 ) -> dict[tuple[int, int], list[int]]:
     """The greedy continuation of x[:q] of sequence b, T_b - q tokens, for every (b, q).
 
@@ -144,59 +145,162 @@ def greedy_continuations(
     `decode_batch_size` at a time, longest remaining first, so that finished rows leave
     the batch (once they are half of it). `precision` "bf16": every pass under one autocast
     context, so that the weights are cast to bfloat16 once, not at every step.
+
+    `drafts[(b, q)]`, where given, is a guess of the continuation (last epoch's, when the
+    model has moved by a few steps since): one pass over the guess verifies it, the
+    longest prefix of it on which the model's argmax agrees is kept, and decoding goes
+    on from the first disagreement only (greedy speculative decoding: what comes back is
+    the greedy continuation whatever the guess; a good guess saves the decoding steps).
     """
+    drafts = drafts or {}
     with autocast(precision, model_device(model)):
-        return _continuations(model, sequences, greedy, starts, pad_token_id, decode_batch_size)
+        return _continuations(
+            model, sequences, greedy, starts, pad_token_id, decode_batch_size, drafts
+        )
 
 
-def _continuations(model, sequences, greedy, starts, pad_token_id, decode_batch_size):
+def _continuations(model, sequences, greedy, starts, pad_token_id, decode_batch_size, drafts):
     device = model_device(model)
     # logits_to_keep=1 keeps the pass from holding (B, W, V) logits: only the cache is used
     ids, mask = right_pad(sequences, pad_token_id, device)
     cache = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1).cache
-    width = cache.get_seq_length()
     remaining = [len(sequences[b]) - q - 1 for b, q in starts]
     decoded: dict[tuple[int, int], list[int]] = {}
-    for rows in longest_first_batches(remaining, decode_batch_size):
-        chunk = [starts[r] for r in rows]
-        steps = [remaining[r] for r in rows]  # non-increasing
-        seq_index = torch.tensor([b for b, _ in chunk], device=device)
-        positions = torch.tensor([q for _, q in chunk], device=device)
-        tok = torch.tensor([int(greedy[b, q - 1]) for b, q in chunk], device=device)
-        gen = [[int(t)] for t in tok.tolist()]
-        # A copy of the cache's structure only: selecting rows re-binds each layer's
-        # tensors, so the batch's cache stays intact for the next chunk without a deep copy.
-        row_cache = copy.copy(cache)
-        row_cache.layers = [copy.copy(layer) for layer in cache.layers]
-        row_cache.batch_select_indices(seq_index)
-        # Cached positions at or past every row's q are masked for all rows: drop them,
-        # so attention and cache growth cost what the rows need, not the longest sequence.
-        keep = int(positions.max())
-        if keep < width:
-            row_cache.crop(keep - width)
-        base = (torch.arange(keep, device=device)[None] < positions[:, None]).long()  # (R, keep)
-        active = len(chunk)
-        for s in range(steps[0]):
-            while steps[active - 1] <= s:  # sorted: finished rows are the tail
-                active -= 1
-            # Dropping finished rows copies every layer's cache, which on a CPU cost more
-            # than decoding the finished rows a while longer: drop them once they are half
-            # the batch. Their tokens are computed and ignored.
-            if active <= tok.shape[0] // 2:
-                row_cache.batch_select_indices(torch.arange(active, device=device))
-                base, tok, positions = base[:active], tok[:active], positions[:active]
-            attention = torch.cat([base, base.new_ones(base.shape[0], s + 1)], dim=1)
-            out = model(
-                input_ids=tok[:, None],
-                attention_mask=attention,
-                position_ids=(positions + s)[:, None],
-                cache=row_cache,
-                use_cache=True,
-            )
-            row_cache = out.cache
-            tok = out.logits[:, -1].argmax(-1)
-            for r, t in enumerate(tok.tolist()[:active]):
-                gen[r].append(t)
-        for r, row in enumerate(chunk):
-            decoded[row] = gen[r]
+    for drafted in (False, True):
+        rows = [r for r, start in enumerate(starts) if (start in drafts) == drafted]
+        for picked in longest_first_batches([remaining[r] for r in rows], decode_batch_size):
+            chunk = [starts[rows[i]] for i in picked]
+            if drafted:
+                found = _verify_and_decode(model, cache, chunk, greedy, sequences, drafts)
+            else:
+                found = _decode_chunk(model, cache, chunk, greedy, sequences)
+            decoded |= found
+    return decoded
+
+
+def _row_cache(cache, seq_index: torch.Tensor, positions: torch.Tensor):
+    """The batch's cache for one chunk of rows (row i: sequence seq_index[i]), cropped to
+    the longest prefix any row attends to, and the (R, keep) mask of its positions < q."""
+    device = seq_index.device
+    # A copy of the cache's structure only: selecting rows re-binds each layer's
+    # tensors, so the batch's cache stays intact for the next chunk without a deep copy.
+    row_cache = copy.copy(cache)
+    row_cache.layers = [copy.copy(layer) for layer in cache.layers]
+    row_cache.batch_select_indices(seq_index)
+    # Cached positions at or past every row's q are masked for all rows: drop them,
+    # so attention and cache growth cost what the rows need, not the longest sequence.
+    width = cache.get_seq_length()
+    keep = int(positions.max())
+    if keep < width:
+        row_cache.crop(keep - width)
+    base = (torch.arange(keep, device=device)[None] < positions[:, None]).long()  # (R, keep)
+    return row_cache, base
+
+
+def _decode_chunk(model, cache, chunk, greedy, sequences) -> dict[tuple[int, int], list[int]]:
+    """Plain greedy decoding of one chunk of rows (b, q), longest remaining first."""
+    device = model_device(model)
+    seq_index = torch.tensor([b for b, _ in chunk], device=device)
+    positions = torch.tensor([q for _, q in chunk], device=device)
+    row_cache, base = _row_cache(cache, seq_index, positions)
+    tok = torch.tensor([int(greedy[b, q - 1]) for b, q in chunk], device=device)
+    steps = [len(sequences[b]) - q - 1 for b, q in chunk]  # non-increasing
+    gen = _decode(model, row_cache, base, tok, positions, steps)
+    return {row: gen[r] for r, row in enumerate(chunk)}
+
+
+def _decode(model, row_cache, base, tok, positions, steps) -> list[list[int]]:
+    """Each row's first token `tok` (at `positions`) and `steps` more greedy tokens, the
+    rows attending to the cache's columns that `base` (R, cache width) marks; `steps`
+    non-increasing."""
+    gen = [[int(t)] for t in tok.tolist()]
+    active = len(steps)
+    for s in range(steps[0] if steps else 0):
+        while steps[active - 1] <= s:  # sorted: finished rows are the tail
+            active -= 1
+        # Dropping finished rows copies every layer's cache, which on a CPU cost more
+        # than decoding the finished rows a while longer: drop them once they are half
+        # the batch. Their tokens are computed and ignored.
+        if active <= tok.shape[0] // 2:
+            row_cache.batch_select_indices(torch.arange(active, device=tok.device))
+            base, tok, positions = base[:active], tok[:active], positions[:active]
+        attention = torch.cat([base, base.new_ones(base.shape[0], s + 1)], dim=1)
+        out = model(
+            input_ids=tok[:, None],
+            attention_mask=attention,
+            position_ids=(positions + s)[:, None],
+            cache=row_cache,
+            use_cache=True,
+        )
+        row_cache = out.cache
+        tok = out.logits[:, -1].argmax(-1)
+        for r, t in enumerate(tok.tolist()[:active]):
+            gen[r].append(t)
+    return gen
+
+
+def _verify_and_decode(model, cache, chunk, greedy, sequences, drafts):
+    """One chunk of rows (b, q) with drafts: one pass over every draft, each row keeps the
+    prefix of its draft that the argmax confirms and decodes on from its first
+    disagreement; rows whose drafts hold entirely decode nothing."""
+    device = model_device(model)
+    lengths = [len(sequences[b]) - q for b, q in chunk]  # tokens each continuation has
+    guesses = [list(drafts[row])[:n] for row, n in zip(chunk, lengths, strict=True)]
+    first = [int(greedy[b, q - 1]) for b, q in chunk]  # the pass's argmax after x[:q]
+    seq_index = torch.tensor([b for b, _ in chunk], device=device)
+    positions = torch.tensor([q for _, q in chunk], device=device)
+    row_cache, base = _row_cache(cache, seq_index, positions)
+    # the pass: draft tokens 0..n-2 at positions q.. (the last one predicts nothing needed)
+    fed = [g[: n - 1] for g, n in zip(guesses, lengths, strict=True)]
+    width = max(len(f) for f in fed)
+    argmax = torch.empty((len(chunk), 0), dtype=torch.long)
+    valid = base.new_zeros(len(chunk), width)
+    if width:
+        inputs = torch.zeros((len(chunk), width), dtype=torch.long, device=device)
+        for r, f in enumerate(fed):
+            inputs[r, : len(f)] = torch.tensor(f, dtype=torch.long)
+            valid[r, : len(f)] = 1
+        offsets = torch.arange(width, device=device)[None]
+        out = model(
+            input_ids=inputs,
+            attention_mask=torch.cat([base, valid], dim=1),
+            position_ids=positions[:, None] + offsets,
+            cache=row_cache,
+            use_cache=True,
+        )
+        row_cache = out.cache
+        argmax = out.logits.argmax(-1).cpu()  # argmax[r, j]: the greedy token after draft[:j+1]
+    decoded: dict[tuple[int, int], list[int]] = {}
+    pending = []  # (row, accepted tokens k, the corrected token): rows that decode on
+    for r, row in enumerate(chunk):
+        expected = [first[r], *argmax[r, : len(fed[r])].tolist()]
+        guess = guesses[r]
+        k = next(
+            (j for j in range(lengths[r]) if j >= len(guess) or guess[j] != expected[j]),
+            lengths[r],
+        )
+        if k == lengths[r]:
+            decoded[row] = guess
+        else:
+            pending.append((r, k, expected[k]))
+    if not pending:
+        return decoded
+    # the rows that decode on, longest remaining first; a row sees x[:q] and the k draft
+    # tokens it accepted (its rejected ones stay in the cache, masked)
+    pending.sort(key=lambda p: -(lengths[p[0]] - p[1] - 1))
+    order = torch.tensor([r for r, _, _ in pending], device=device)
+    row_cache.batch_select_indices(order)
+    accepted = torch.arange(width, device=device)[None] < torch.tensor(
+        [[k] for _, k, _ in pending], device=device
+    )
+    gen = _decode(
+        model,
+        row_cache,
+        torch.cat([base[order], accepted.long()], dim=1),
+        torch.tensor([t for _, _, t in pending], device=device),
+        positions[order] + torch.tensor([k for _, k, _ in pending], device=device),
+        [lengths[r] - k - 1 for r, k, _ in pending],
+    )
+    for (r, k, _), tail in zip(pending, gen, strict=True):
+        decoded[chunk[r]] = guesses[r][:k] + tail
     return decoded

@@ -91,7 +91,7 @@ def _run_epochs(setup: RunSetup, run: RunProgress, progress: bool) -> None:
             _recover_from_divergence(setup, run, str(err))
             break
         train_seconds = time.perf_counter() - started
-        rows, states, active, check = _check_epoch(setup, run.active, epoch)
+        rows, states, active, check = _check_epoch(setup, run, epoch)
         exploded = criteria.perplexity_exploded(config, run.probe_before, check, epoch)
         if exploded:
             _recover_from_divergence(setup, run, exploded)
@@ -248,7 +248,7 @@ def _pushes(setup: RunSetup, samples: list[ForgetSample], pushed: set[str]) -> t
     return torch.tensor([push if s.id in pushed else 0.0 for s in samples])
 
 
-def _check_epoch(setup: RunSetup, active: list[str], epoch: int):
+def _check_epoch(setup: RunSetup, run: RunProgress, epoch: int):
     """Score the whole forget set, decide per sequence, then the IUR check.
 
     Returns the epoch's per-sample rows, their decided states, the samples that train
@@ -256,7 +256,9 @@ def _check_epoch(setup: RunSetup, active: list[str], epoch: int):
     """
     config, procs, rule = setup.config, setup.procs, setup.rule
     timings: dict = {}
-    rows, states = _score_forget_set(setup, timings, everything=epoch >= config.max_epochs)
+    active = run.active
+    everything = epoch >= config.max_epochs
+    rows, states = _score_forget_set(setup, run, timings, everything)
     faults.point("iur_check", epoch)
     started = time.perf_counter()
     removed: set[str] = set()
@@ -303,10 +305,14 @@ def _check_epoch(setup: RunSetup, active: list[str], epoch: int):
     return rows, states, following, check
 
 
-def _score_forget_set(setup: RunSetup, timings: dict | None = None, everything: bool = False):
+def _score_forget_set(
+    setup: RunSetup, run: RunProgress, timings: dict | None = None, everything: bool = False
+):
+    """The forget set scored and decided, last scoring's continuations verified."""
     return score_forget_set(
         setup.rule, setup.unwrapped, setup.tokenizer, list(setup.forget.values()),
         setup.scoring, setup.procs, timings, everything,
+        run.drafts if setup.config.eval.verify else None,
     )  # fmt: skip
 
 
@@ -317,7 +323,7 @@ def _score_the_end(setup: RunSetup, run: RunProgress) -> None:
     last = [r for r in run.samples if r["epoch"] == run.epoch]
     if not any(el_key in r and r[el_key] is None for r in last):
         return
-    full, _ = _score_forget_set(setup, everything=True)
+    full, _ = _score_forget_set(setup, run, everything=True)
     by_id = {r["id"]: r for r in full}
     for r in last:
         r[el_key], r["done"] = by_id[r["id"]][el_key], by_id[r["id"]]["done"]

@@ -219,6 +219,50 @@ def test_auto_thresholds_are_the_models_own_heldout_means(scenario, tmp_path):
     assert result.manifest["thresholds"]["ma_max"] == pytest.approx(expected["ma"])
 
 
+def test_verifying_last_epochs_continuations_changes_nothing(scenario, tmp_path):
+    """A run that verifies last epoch's continuations (the default) and one that decodes
+    every one afresh (`eval.verify: false`) log the same scores and decisions and end
+    with bit-identical weights; the drafts are in the checkpoint (resume verifies the
+    same ones), and left out of it under `redact`."""
+    runs = {
+        verify: unlearn(
+            _config(scenario, tmp_path / f"verify-{verify}", max_epochs=4, lr="2e-3",
+                    **{"eval.verify": str(verify).lower()}),
+            progress=False,
+            keep_checkpoints=True,
+        )
+        for verify in (True, False)
+    }  # fmt: skip
+    verified, plain = runs[True], runs[False]
+    assert without_times(verified.epochs) == without_times(plain.epochs)
+    assert verified.samples == plain.samples
+    a = load_file(verified.model_dir / "model.safetensors")
+    b = load_file(plain.model_dir / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the run really forgot something between epochs: the continuations changed
+    ids = {r["id"] for r in verified.samples}
+    changed = [i for i in ids if len({r["ma"] for r in verified.samples if r["id"] == i}) > 1]
+    assert len(changed) == len(ids)
+
+    def drafts(run):
+        state = json.loads((run.model_dir.parent / "checkpoints" / "epoch-4" / "state.json")
+                           .read_text())  # fmt: skip
+        return state["drafts"]
+
+    assert drafts(plain) == {}
+    saved = drafts(verified)
+    assert set(saved) == {r["id"] for r in verified.samples}
+    assert all(len(c) == 40 - int(q) for d in saved.values() for q, c in d.items())
+    redacted = unlearn(
+        _config(scenario, tmp_path / "redacted", max_epochs=1, redact="true"),
+        progress=False,
+        keep_checkpoints=True,
+    )
+    state = json.loads((redacted.model_dir.parent / "checkpoints" / "epoch-1" / "state.json")
+                       .read_text())  # fmt: skip
+    assert state["drafts"] == {}
+
+
 def test_gradient_accumulation_does_not_change_the_run(scenario, tmp_path):
     """Batch 4 in one step equals batch 4 as 2 x 2 and 4 x 1 micro-batches: same losses,
     same removals, same weights (float tolerance); the loss is a per-sample mean."""

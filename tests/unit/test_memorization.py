@@ -174,3 +174,95 @@ def test_teacher_forced_suffix_nll_is_the_mean_of_the_suffix_token_logprobs():
         # log P(x_t | x_<t) for t = t0..T-1 is entry t - 1 of the teacher-forced row
         by_hand = -sum(float(lp[t - 1]) for t in range(t0, len(seq))) / (len(seq) - t0)
         assert value == pytest.approx(by_hand, abs=1e-9)
+
+
+@pytest.mark.parametrize("family", sorted(TINY_MODELS))
+def test_verified_drafts_give_plain_decoding_exactly(family):
+    """Scoring with last scoring's continuations as drafts (the model nudged in between,
+    as by an epoch's steps) gives the plain decoding's EL, MA and generations exactly and
+    keeps the drafts current; so do wrong, short and missing drafts, and the literal
+    path agrees with both."""
+    vocab = 48
+    model = TINY_MODELS[family](vocab_size=vocab, seed=2).double()
+    seqs = _semi_memorized(model, vocab, [40, 33, 26, 40, 19, 31], seed=5)
+    t0s = [12, 10, 8, 20, 6, 15]
+
+    def score(drafts=None):
+        return memorization_scores(
+            model, seqs, t0s, 0, n=4, window=False, batch_size=4, decode_batch_size=7,
+            drafts=drafts,
+        )  # fmt: skip
+
+    def current(drafts):
+        """Every stored continuation is the model's greedy continuation of its prefix."""
+        for seq, known in zip(seqs, drafts, strict=True):
+            for q, cont in known.items():
+                assert generate_continuations(model, [seq[:q]], len(seq) - q, 0)[0] == cont
+
+    drafts = [{} for _ in seqs]
+    first = score(drafts)
+    assert first.generations == score().generations  # no draft yet: plain decoding
+    assert all(drafts)
+    current(drafts)
+    torch.manual_seed(0)
+    for _ in range(3):  # the model moves a little between scorings
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.02 * p.std().nan_to_num(0.01))
+        verified, plain = score(drafts), score()
+        assert verified.extraction_likelihood == plain.extraction_likelihood
+        assert verified.memorization_accuracy == plain.memorization_accuracy
+        assert verified.generations == plain.generations
+    current(drafts)
+    literal = memorization_scores_literal(model, seqs, t0s, 0, n=4)
+    assert plain.extraction_likelihood == pytest.approx(literal.extraction_likelihood, abs=1e-9)
+    assert plain.generations == literal.generations
+    # drafts that are wrong from their first token, wrong midway, too short, or missing
+    rng = random.Random(7)
+    bad = []
+    for d in drafts:
+        bad.append({})
+        for q, cont in d.items():
+            kind = rng.randrange(4)
+            if kind == 0:
+                bad[-1][q] = [rng.randrange(vocab) for _ in cont]
+            elif kind == 1:
+                cut = rng.randrange(len(cont))
+                bad[-1][q] = cont[:cut] + [(t + 1) % vocab for t in cont[cut:]]
+            elif kind == 2:
+                bad[-1][q] = cont[: len(cont) // 2]
+    wrong = score(bad)
+    assert wrong.extraction_likelihood == plain.extraction_likelihood
+    assert wrong.generations == plain.generations
+
+
+def test_verification_decodes_only_past_the_first_disagreement(monkeypatch):
+    """With drafts that hold, one pass verifies every row and no decoding step runs; a
+    draft wrong from its j-th token costs the steps past j only."""
+    import icu_unlearn.scoring as scoring
+
+    vocab = 48
+    model = tiny_gpt_neo(vocab_size=vocab, seed=2).double()
+    seqs = _semi_memorized(model, vocab, [40, 36], seed=5)
+    t0s = [12, 10]
+    drafts = [{}, {}]
+    memorization_scores(model, seqs, t0s, 0, n=4, drafts=drafts)
+    steps = []
+    real = scoring._decode
+
+    def counting(model, row_cache, base, tok, positions, todo):
+        steps.append(todo[0] if todo else 0)
+        return real(model, row_cache, base, tok, positions, todo)
+
+    monkeypatch.setattr(scoring, "_decode", counting)
+    memorization_scores(model, seqs, t0s, 0, n=4, drafts=drafts)
+    assert steps == []  # every draft held: nothing decoded
+    q = max(drafts[0])
+    cont = drafts[0][q]
+    assert len(cont) >= 3
+    drafts[0][q] = cont[:1] + [(cont[1] + 1) % vocab] + cont[2:]
+    again = memorization_scores(model, seqs, t0s, 0, n=4, drafts=drafts)
+    # the wrong token is replaced by the argmax and decoding goes on from there: the
+    # row decodes len(cont) - 2 steps, not len(cont) - 1
+    assert steps == [len(cont) - 2] and drafts[0][q] == cont
+    assert again.generations[0] == memorization_scores(model, seqs, t0s, 0, n=4).generations[0]

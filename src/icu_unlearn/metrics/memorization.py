@@ -168,6 +168,7 @@ def memorization_scores(
     el_for: Sequence[bool] | None = None,
     greedy: torch.Tensor | None = None,
     precision: str = "fp32",
+    drafts: Sequence[dict[int, list[int]]] | None = None,
 ) -> MemorizationScores:
     """EL_n, MA and the greedy suffix generation, equal to the literal path, far faster.
 
@@ -178,6 +179,10 @@ def memorization_scores(
     generation from t0 (one decoding row instead of one per mismatch). `greedy`: the
     (N, W) next-token argmax of `memorization_pass`, when the caller has it already.
     `precision` "bf16": every pass under autocast (`precision.autocast`).
+    `drafts[i]`: sequence i's continuations from an earlier scoring ({q: continuation of
+    x[:q]}), verified instead of decoded where they still hold
+    (`scoring.greedy_continuations`) and updated in place with this scoring's; the
+    scores are the same with or without them.
     """
     _check(sequences, prefix_length, n, window)
     seqs = [list(s) for s in sequences]
@@ -204,6 +209,7 @@ def memorization_scores(
             window,
             decode_batch_size,
             precision,
+            None if drafts is None else [drafts[i] for i in group],
         )
         for i, (e, g) in zip(group, scores, strict=True):
             el[i], gens[i] = e, g
@@ -239,9 +245,21 @@ def _decoding_plan(seq, hits, t0, n, window, el=True):
 
 
 def _score_group(
-    model, seqs, t0s, el_for, hits, greedy, pad_token_id, n, window, decode_batch_size, precision
+    model,
+    seqs,
+    t0s,
+    el_for,
+    hits,
+    greedy,
+    pad_token_id,
+    n,
+    window,
+    decode_batch_size,
+    precision,
+    drafts,
 ):
-    """(EL or None, generation from t0) of each sequence of one batch."""
+    """(EL or None, generation from t0) of each sequence of one batch; `drafts` (one
+    {q: continuation} per sequence, or None) verified and then updated."""
     greedy = greedy[:, : max(len(s) for s in seqs)]
     needed: list[tuple[int, int]] = []  # decoding rows (sequence, mismatch position q)
     next_mismatch: list[list[int | None]] = []
@@ -250,9 +268,16 @@ def _score_group(
         next_mismatch.append(nxt)
         needed.extend((b, q) for q in positions)
 
+    guesses = None
+    if drafts is not None:
+        guesses = {(b, q): _draft(drafts[b], seqs[b], q) for b, q in needed}
+        guesses = {row: g for row, g in guesses.items() if g is not None}
     decoded = greedy_continuations(
-        model, seqs, greedy, needed, pad_token_id, decode_batch_size, precision
+        model, seqs, greedy, needed, pad_token_id, decode_batch_size, precision, guesses
     )
+    if drafts is not None:
+        for (b, q), continuation in decoded.items():
+            drafts[b][q] = continuation
 
     scores = []
     for b, seq in enumerate(seqs):
@@ -268,3 +293,14 @@ def _score_group(
             el = sum(ngram_overlap(continuation(p), seq[p:], n) for p in ps) / len(ps)
         scores.append((el, continuation(t0s[b])))
     return scores
+
+
+def _draft(known: dict[int, list[int]], seq: list[int], q: int) -> list[int] | None:
+    """A guess of x[:q]'s continuation from earlier ones: x[:q]'s own, else that of the
+    nearest shorter prefix x[:p] whose continuation wrote x[p:q] (so went on from x[:q])."""
+    if q in known:
+        return known[q]
+    for p in sorted((p for p in known if p < q), reverse=True):
+        if known[p][: q - p] == seq[p:q]:
+            return known[p][q - p :]
+    return None
