@@ -1,8 +1,12 @@
 """What an unlearning run spends its time and memory on: the lazy EL schedule (the
-default) against the full one (`log.el_every_epoch: true`), in one invocation.
+default) against the full one (`log.el_every_epoch: true`) and against decoding every
+continuation afresh (`eval.verify: false`, "plain"), in one invocation.
 
     OMP_NUM_THREADS=1 ICU_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_run.py \
         --demo-planted runs/demo/planted --planted32 runs/cpu_protocol/planted
+    # verification against plain decoding only, its own results file
+    ... benchmarks/bench_run.py --planted32 runs/lm32/planted/model --schedules lazy,plain \
+        --name bench_verify
 
 Subjects: the demo's ICU run (its planted model, its settings) and ICU on the 32 planted
 sequences of the CPU protocol (`benchmarks/cpu_protocol.py` plants them). Each run is a
@@ -25,7 +29,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLIT = ("train_seconds", "ma_seconds", "el_seconds", "check_seconds", "probe_seconds")
-SCHEDULES = {"lazy": "false", "full": "true"}
+SCHEDULES = {
+    "lazy": ["log.el_every_epoch=false"],  # the default: verified continuations
+    "full": ["log.el_every_epoch=true"],
+    "plain": ["log.el_every_epoch=false", "eval.verify=false"],
+}
 
 
 def main() -> None:
@@ -41,12 +49,14 @@ def main() -> None:
     )
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_run"))
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--schedules", default="lazy,full", help="of " + ",".join(SCHEDULES))
+    parser.add_argument("--name", default="bench_run", help="results file name, no suffix")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args.child)
         return
-    results_path = Path(args.results) / "bench_run.json"
+    results_path = Path(args.results) / f"{args.name}.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     subjects = {}
     if args.demo_planted:
@@ -65,13 +75,13 @@ def main() -> None:
     if not subjects:
         parser.error("give --demo-planted and/or --planted32")
     for subject, settings in subjects.items():
-        for schedule, every in SCHEDULES.items():
+        for schedule in args.schedules.split(","):
             key = f"{subject}/{schedule}"
             if key in results:
                 print(f"{key}: measured earlier")
                 continue
             out = Path(args.out) / subject / schedule
-            overrides = [*settings, f"out={out}", f"log.el_every_epoch={every}"]
+            overrides = [*settings, f"out={out}", *SCHEDULES[schedule]]
             proc = subprocess.run(
                 [sys.executable, __file__, "--child", *overrides], capture_output=True, text=True
             )
@@ -81,7 +91,7 @@ def main() -> None:
             results_path.parent.mkdir(parents=True, exist_ok=True)
             results_path.write_text(json.dumps(results, indent=1) + "\n")
             print(f"{key}: {_line(results[key])}", flush=True)
-    (Path(args.results) / "bench_run.md").write_text(_table(results, sys.argv[1:]))
+    (Path(args.results) / f"{args.name}.md").write_text(_table(results, sys.argv[1:]))
     print(_table(results, sys.argv[1:]))
 
 
@@ -139,7 +149,8 @@ def _line(r: dict) -> str:
 
 def _table(results: dict, argv: list[str]) -> str:
     lines = [
-        "# One ICU run's time and memory: lazy EL against the full schedule\n",
+        "# One ICU run's time and memory: lazy EL (verified continuations) against the full "
+        "schedule and against plain decoding\n",
         f"Command: `OMP_NUM_THREADS=1 ICU_DATA_DIR=../shared/data .venv/bin/python "
         f"benchmarks/bench_run.py {' '.join(argv)}`  ",
         f"Machine: {platform.machine()}, {platform.system()}, {platform.processor() or 'CPU'}, "
@@ -158,14 +169,18 @@ def _table(results: dict, argv: list[str]) -> str:
         )
     lines.append("")
     for subject in sorted({k.split("/")[0] for k in results}):
-        lazy, full = results.get(f"{subject}/lazy"), results.get(f"{subject}/full")
-        if lazy and full:
-            same = lazy["epochs"] == full["epochs"] and lazy["status"] == full["status"]
-            same_weights = lazy["weights_sha256"] == full["weights_sha256"]
+        lazy = results.get(f"{subject}/lazy")
+        for other_name in ("full", "plain"):
+            other = results.get(f"{subject}/{other_name}")
+            if not (lazy and other):
+                continue
+            same = lazy["epochs"] == other["epochs"] and lazy["status"] == other["status"]
+            same_weights = lazy["weights_sha256"] == other["weights_sha256"]
+            lt, ot = lazy["totals"], other["totals"]
             lines.append(
-                f"- {subject}: lazy / full epoch time {lazy['totals']['seconds'] / full['totals']['seconds']:.2f}, "
-                f"EL time {lazy['totals']['el_seconds'] / max(full['totals']['el_seconds'], 1e-9):.2f}, "
-                f"peak RSS {lazy['peak_rss_mb'] / full['peak_rss_mb']:.2f}; "
+                f"- {subject}: lazy / {other_name} epoch time {lt['seconds'] / ot['seconds']:.2f}, "
+                f"EL time {lt['el_seconds'] / max(ot['el_seconds'], 1e-9):.2f}, "
+                f"peak RSS {lazy['peak_rss_mb'] / other['peak_rss_mb']:.2f}; "
                 f"same status and epochs: {'yes' if same else 'NO'}; "
                 f"bit-identical final weights: {'yes' if same_weights else 'no'}"
             )
