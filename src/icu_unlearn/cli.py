@@ -230,11 +230,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     left = result.manifest.get("still_extractable") or []
     if left:
-        print(f"{len(left)} sequence(s) still extractable on their own:")
+        print(f"{len(left)} sequence(s) not forgotten as if never trained:")
         for r in left:
             ref = r.get(f"reference_el_{config.stop.el_n}")
             shown = "" if ref is None else f" (reference EL {ref:.4f}, MA {r['reference_ma']:.4f})"
-            print(f"  {r['id']}: EL {r['el']:.4f}, MA {r['ma']:.4f}{shown}")
+            out = (
+                f"; stands out: suffix NLL {r['suffix_nll']:.2f} nats a token"
+                if r.get("stands_out")
+                else ""
+            )
+            print(f"  {r['id']}: EL {r['el']:.4f}, MA {r['ma']:.4f}{shown}{out}")
     gap = result.manifest.get("likelihood_vs_reference")
     if gap:
         print(f"suffix likelihood vs the reference: {gap['mean_gap']:+.2f} nats a token on average")

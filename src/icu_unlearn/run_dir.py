@@ -224,7 +224,10 @@ def _end_state(setup: RunSetup, run: RunProgress) -> dict:
         return {}
     rows = [r for r in run.samples if r["epoch"] == run.epoch]
     el_key = f"el_{setup.config.stop.el_n}"
-    states = [SequenceState.from_row(r, el_key).decided(Decision(r["done"])) for r in rows]
+    states = [
+        SequenceState.from_row(r, el_key).decided(Decision(r["done"], stands_out=r["stands_out"]))
+        for r in rows
+    ]
     end = {"still_extractable": setup.rule.not_done(states)}
     if setup.reference_scores:
         gaps = {

@@ -93,7 +93,7 @@ def test_a_sequence_the_reference_reproduces_is_done_by_the_reference_rule():
     # (NLL 1.0 against 4.0, beyond stop.reference_nll_margin): a likelihood test finds it
     rows[1] |= {"el_10": 0.01, "ma": 0.5}
     rule, states = _decide(config, rows, reference)
-    assert rows[1]["done"] is None and rule.stop_reason(states, [], 2) is None
+    assert rows[1]["done"] is None and rule.stop_reason(states, ["b"], 2) is None
     rows[1] |= {"suffix_nll": 3.9}
     rule, states = _decide(config, rows, reference)
     assert rule.stop_reason(states, [], 2) == "criteria_met"
@@ -118,6 +118,26 @@ def test_the_reference_likelihood_is_a_floor_and_training_never_runs_dry():
     rows[2] |= {"el_10": 0.3, "ma": 0.8, "suffix_nll": 2.0}
     rule, states = _decide(config, rows, reference)
     assert rule.next_active(states, set(), ["a"]) == ["a", "c"]
+
+
+def test_under_ascent_a_record_that_stands_out_never_trains_and_the_run_ends():
+    """Both records at or past never-seen text's likelihood and still extractable: the
+    one within the band trains (a push), the one that stands out does not (ascent would
+    only sink it further); when only records that stand out are left, nothing trains and
+    the run ends incomplete at once, not at max_epochs."""
+    config = _config(**{"stop.reference_nll_margin": 0.5, "forget_target": "ascent"})
+    reference = {i: {"el_10": 0.0, "ma": 0.1, "suffix_nll": 4.0} for i in "ab"}
+    rows = _rows({"a": (0.2, 0.7, 3.8), "b": (0.3, 0.8, 9.0)})
+    rule, states = _decide(config, rows, reference)
+    assert [r["stands_out"] for r in rows] == [False, True]
+    assert [r["done"] for r in rows] == [None, None]
+    active = rule.next_active(states, set(), ["a", "b"])
+    assert active == ["a"] and rule.stop_reason(states, active, 1) is None
+    rows[0] |= {"el_10": 0.0, "ma": 0.1, "suffix_nll": 4.0}  # a done
+    rule, states = _decide(config, rows, reference)
+    assert rows[0]["done"] == "criteria"
+    active = rule.next_active(states, set(), ["a"])
+    assert active == [] and rule.stop_reason(states, active, 2) == "incomplete"
 
 
 def test_iur_readmission_under_mean():

@@ -172,8 +172,10 @@ class StoppingRule:
         for s in states:
             if s.done is None:
                 ref = reference[s.id] if reference else {}
+                row = {"id": s.id, "el": s.el, "ma": s.ma, "suffix_nll": s.suffix_nll}
+                if s.decision is not None and s.decision.stands_out:
+                    row["stands_out"] = True  # not done for that: far less likely than unseen text
                 left.append(
-                    {"id": s.id, "el": s.el, "ma": s.ma, "suffix_nll": s.suffix_nll}
-                    | {f"reference_{k}": ref.get(k) for k in (key, "ma", "suffix_nll") if ref}
+                    row | {f"reference_{k}": ref.get(k) for k in (key, "ma", "suffix_nll") if ref}
                 )
         return left

@@ -49,7 +49,10 @@ class Each(StoppingRule):
         """Every sequence not done, less those IUR calls forgotten and those already at
         the reference's likelihood; when that leaves nothing while some sequence is not
         done, every sequence not done trains (IUR's similarity is a pause, never the
-        reason a record stays extractable).
+        reason a record stays extractable) but those that stand out: ascent on a record
+        already far less likely than never-seen text only makes it stand out more
+        (measured on the demo's subjects: 118 nats a token). With none left to train, the
+        run ends (`stop_reason`).
 
         With a targeted forget term every sequence trains every epoch, done ones too: at
         its target a sequence's term is near zero and holds it there while the others
@@ -58,13 +61,17 @@ class Each(StoppingRule):
         sequences fell to MA 0.24)."""
         if self.criteria.targeted:
             return [s.id for s in states]
-        undone = [s.id for s in states if s.done is None]
+        undone = [s for s in states if s.done is None]
         paused = forgotten | {s.id for s in states if s.paused}
-        return [i for i in undone if i not in paused] or undone
+        return [s.id for s in undone if s.id not in paused] or [
+            s.id for s in undone if not s.decision.stands_out
+        ]
 
     def stop_reason(self, states: list[SequenceState], active: list[str], epoch: int):
         if all(s.done for s in states):
             return "criteria_met"
+        if not active:  # every record left stands out: ascent can only push it further
+            return "incomplete"
         return super().stop_reason(states, active, epoch)
 
 
