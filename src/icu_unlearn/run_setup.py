@@ -81,6 +81,10 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
         initial = _initial_rows(
             rule, model, tokenizer, forget, scoring, procs, drafts if config.eval.verify else None
         )
+    retain_targets = None
+    if "retain" in probes and config.probe.retain_weight > 0 and rule.scores_el:
+        # from the input model, before any step (on resume too: it is what config.model holds)
+        retain_targets = criteria.reference_targets(model, probes["retain"])
     method = runnable(config.method)
     with accelerator.main_process_first():  # the pool's embeddings are cached once
         data = training_data.build(
@@ -107,6 +111,7 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
         reference_scores=reference_scores,
         forget_target=target,
         reference_targets=targets,
+        retain_targets=retain_targets,
         parameters=_parameter_counts(accelerator.unwrap_model(model)),
         # sharded: no process holds it whole
         original_sha256=None if original is None or procs.lockstep else weights_digest(original),

@@ -42,6 +42,9 @@ class RunSetup:
     # forget_target: reference: each forget sequence's reference next-token log-probabilities
     # over its suffix positions, (suffix length, V) (criteria.reference_targets); else None
     reference_targets: dict | None
+    # probe.retain with probe.retain_weight > 0: each kept record's next-token
+    # log-probabilities under the input model, (T - 1, V), which the retain term holds
+    retain_targets: dict | None
     parameters: dict  # total and trainable (LoRA: adapters)
     original_sha256: str | None  # the original model's weights when the run began
 

@@ -26,6 +26,7 @@ from .evaluate import summarize
 from .forget_scoring import score_forget_set
 from .generation import right_pad
 from .io import publish_model
+from .losses import kl_loss
 from .methods import runnable
 from .methods.base import Batch
 from .models import weights_digest
@@ -159,6 +160,11 @@ def _train_epoch(setup: RunSetup, active: list[str], epoch: int, pushed: set[str
             # arithmetic (losses.py widens logits) and backward stay float32
             with autocast(config.precision, setup.accelerator.device):
                 loss, terms = method.loss(setup.model, setup.original, batches, config)
+                if setup.retain_targets is not None:
+                    positions = [start + batch.index(i) for i in (ids or batch[:1])]
+                    kept = _retain_term(setup, positions, epoch)
+                    loss = loss + config.probe.retain_weight * kept
+                    terms = terms | {"kept_kl": kept.item()}
             value = loss.item()
             (bad,) = procs.sum([0.0 if math.isfinite(value) else 1.0])
             if bad:  # on any process: every process stops here
@@ -178,6 +184,28 @@ def _train_epoch(setup: RunSetup, active: list[str], epoch: int, pushed: set[str
     keys = sorted(totals)
     summed = dict(zip(keys, procs.sum([totals[k] for k in keys]), strict=True))
     return {k: v / len(order) for k, v in summed.items()} | {"steps": steps}
+
+
+def _retain_term(setup: RunSetup, positions: list[int], epoch: int) -> torch.Tensor:
+    """KL(P_input || P_theta) at every position of kept records (`probe.retain`), one for
+    each forget sample of the micro-batch: the sample at place j of the epoch's order
+    takes the kept record at place j of a seeded order of them (cycling), so that every
+    process and micro-batch split takes the same records."""
+    kept = setup.probes["retain"]
+    generator = torch.Generator().manual_seed(setup.config.seed * 100_019 + epoch)
+    order = torch.randperm(len(kept), generator=generator).tolist()
+    samples = [kept[order[j % len(kept)]] for j in positions]
+    device = setup.accelerator.device
+    ids, mask = right_pad([s.input_ids for s in samples], setup.tokenizer.pad_token_id, device)
+    vocab = setup.retain_targets[samples[0].id].shape[-1]
+    # (B, T, V): each position that predicts a token holds the input model's log-probs
+    target = torch.zeros(*ids.shape, vocab, dtype=torch.bfloat16)
+    for row, sample in enumerate(samples):
+        rows = setup.retain_targets[sample.id]
+        target[row, : len(rows)] = rows
+    logits = setup.model(input_ids=ids, attention_mask=mask).logits
+    every = torch.ones(len(samples), dtype=torch.long, device=device)  # from position 1
+    return kl_loss(logits, target.to(device), mask, every)
 
 
 def _checkpoint_in_eval_mode(model) -> None:
