@@ -86,6 +86,12 @@ RUNS = {
     "dpo": {"method": "dpo", "forget_target": "ascent"},
     # the paper's ICU: ascent, the forget set's mean EL and MA decide
     "icu-paper": {"method": "icu", "forget_target": "ascent", "stop.scope": "mean"},
+    # the kept records watched only, not held by the retain term
+    "icu-reference-watched": {
+        "method": "icu",
+        "forget_target": "reference",
+        "probe.retain_weight": 0,
+    },
 }
 
 
