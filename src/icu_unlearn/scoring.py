@@ -159,6 +159,14 @@ def greedy_continuations(
         )
 
 
+# Rows a verification pass takes at once, longest draft first: its drafts are padded to
+# the longest, and on a CPU the pass is bound by arithmetic, not by reading the weights, so
+# that padding is paid in full. Measured on SmolLM2-135M (8 forgotten sequences, 77 rows
+# of up to 50 tokens, drafts that hold, one thread): 13.7 s at 128 rows a pass, 11.1 at
+# 32, 10.3 at 16, 10.1 at 8, against plain decoding's 19.9 at 128 rows a step.
+VERIFY_ROWS = 16
+
+
 def _continuations(model, sequences, greedy, starts, pad_token_id, decode_batch_size, drafts):
     device = model_device(model)
     # logits_to_keep=1 keeps the pass from holding (B, W, V) logits: only the cache is used
@@ -168,7 +176,8 @@ def _continuations(model, sequences, greedy, starts, pad_token_id, decode_batch_
     decoded: dict[tuple[int, int], list[int]] = {}
     for drafted in (False, True):
         rows = [r for r, start in enumerate(starts) if (start in drafts) == drafted]
-        for picked in longest_first_batches([remaining[r] for r in rows], decode_batch_size):
+        size = min(decode_batch_size, VERIFY_ROWS) if drafted else decode_batch_size
+        for picked in longest_first_batches([remaining[r] for r in rows], size):
             chunk = [starts[rows[i]] for i in picked]
             if drafted:
                 found = _verify_and_decode(model, cache, chunk, greedy, sequences, drafts)
