@@ -152,7 +152,11 @@ def greedy_continuations(
     on from the first disagreement only (greedy speculative decoding: what comes back is
     the greedy continuation whatever the guess; a good guess saves the decoding steps).
     """
-    drafts = drafts or {}
+    # a draft whose first token is not the pass's argmax after x[:q] holds nowhere: the
+    # row decodes plainly instead of paying for a pass over it
+    drafts = {
+        (b, q): d for (b, q), d in (drafts or {}).items() if d and d[0] == int(greedy[b, q - 1])
+    }
     with autocast(precision, model_device(model)):
         return _continuations(
             model, sequences, greedy, starts, pad_token_id, decode_batch_size, drafts
