@@ -211,13 +211,16 @@ def test_a_deepspeed_config_that_agrees_is_filled_in():
         {"method": "npo"},
         {"method": "kumpr", "batch_size": "all"},
         {"method": "icu", "refinement.num_beams": 2},
+        {"method": "icu", "probe.retain": "RETAINED", "probe.retain_max_ma_drop": "null"},
     ],
-    ids=["npo", "kumpr-all", "icu-beam-iur"],
+    ids=["npo", "kumpr-all", "icu-beam-iur", "icu-retain-term"],
 )
 def test_other_methods_on_two_processes_equal_one(scenario, tmp_path, extra):
     """The loop is the methods' one: a reference-model method (NPO), KUMPR's one step an
     epoch, and ICU whose IUR check regenerates with beam search (each process its share)
-    split over 2 processes give one process's losses, checks and weights."""
+    split over 2 processes give one process's losses, checks and weights; so does the
+    retain term on kept records (each process the kept records of its forget samples)."""
+    extra = {k: str(scenario["retained"]) if v == "RETAINED" else v for k, v in extra.items()}
     settings = _settings(scenario, max_epochs=2, **extra)
     config = tmp_path / "run.yaml"
     config.write_text("".join(f"{k}: {v}\n" for k, v in settings.items() if "." not in k))
@@ -233,6 +236,8 @@ def test_other_methods_on_two_processes_equal_one(scenario, tmp_path, extra):
     for a, b in zip(one.epochs, epochs, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
         assert a["removed"] == b["removed"]
+        if "probe.retain" in extra:
+            assert a["kept_kl"] == pytest.approx(b["kept_kl"], rel=1e-4, abs=1e-6)
     if "refinement.num_beams" in extra:  # the beam check's own scores, from both processes
         rows = [r for r in _rows(out / "samples.jsonl") if r["epoch"] > 0 and r["active"]]
         expected = [r for r in one.samples if r["epoch"] > 0 and r["active"]]
