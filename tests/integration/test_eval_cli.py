@@ -237,6 +237,7 @@ def test_quick_demo_on_the_packaged_model(tmp_path, data_dir):
     assert manifest["status"] in ("criteria_met", "incomplete")
     assert (proc.returncode == 3) == (manifest["status"] == "incomplete")
     assert "audit of the forget set" in proc.stdout and manifest["audit"]["verdicts"]
+    assert third_party_lines(proc) == []  # no bitsandbytes, DeepSpeed or kernels notice
 
 
 def test_eval_with_a_judge_scores_every_generation(tiny_model_dir, forget_file, tmp_path):
