@@ -195,17 +195,22 @@ def _retain_term(setup: RunSetup, positions: list[int], epoch: int) -> torch.Ten
     generator = torch.Generator().manual_seed(setup.config.seed * 100_019 + epoch)
     order = torch.randperm(len(kept), generator=generator).tolist()
     samples = [kept[order[j % len(kept)]] for j in positions]
-    device = setup.accelerator.device
-    ids, mask = right_pad([s.input_ids for s in samples], setup.tokenizer.pad_token_id, device)
-    vocab = setup.retain_targets[samples[0].id].shape[-1]
-    # (B, T, V): each position that predicts a token holds the input model's log-probs
+    batch = _collate(setup, samples)
+    target = _stacked(setup.retain_targets, samples, batch.input_ids)
+    logits = setup.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    every = torch.ones_like(batch.prefix_lengths)  # from position 1
+    return kl_loss(logits, target, batch.attention_mask, every)
+
+
+def _stacked(targets: dict, samples: list[ForgetSample], ids: torch.Tensor) -> torch.Tensor:
+    """(B, T, V) bfloat16 on `ids`' device: each position of each sample that predicts a
+    token holds its stored log-probabilities (`criteria.reference_targets`); padding 0."""
+    vocab = targets[samples[0].id].shape[-1]
     target = torch.zeros(*ids.shape, vocab, dtype=torch.bfloat16)
     for row, sample in enumerate(samples):
-        rows = setup.retain_targets[sample.id]
+        rows = targets[sample.id]
         target[row, : len(rows)] = rows
-    logits = setup.model(input_ids=ids, attention_mask=mask).logits
-    every = torch.ones(len(samples), dtype=torch.long, device=device)  # from position 1
-    return kl_loss(logits, target.to(device), mask, every)
+    return target.to(ids.device)
 
 
 def _checkpoint_in_eval_mode(model) -> None:
@@ -243,15 +248,10 @@ def _collate(
     if not forget:
         return Batch(ids, mask, t0)
     if setup.forget_target == "reference":
-        # (B, T, V): each position that predicts a token holds the reference's log-probs
-        vocab = setup.reference_targets[samples[0].id].shape[-1]
-        target = torch.zeros(*ids.shape, vocab, dtype=torch.bfloat16)
-        for row, sample in enumerate(samples):
-            rows = setup.reference_targets[sample.id]
-            target[row, : len(rows)] = rows
+        target = _stacked(setup.reference_targets, samples, ids)
         level = torch.tensor([setup.reference_scores[s.id]["suffix_nll"] for s in samples])
         level += _pushes(setup, samples, pushed)
-        return Batch(ids, mask, t0, target=target.to(device), level=level.to(device))
+        return Batch(ids, mask, t0, target=target, level=level.to(device))
     if setup.forget_target == "calibrated":
         level = torch.full((len(samples),), setup.thresholds["holdout_nll"])
         level += _pushes(setup, samples, pushed)

@@ -173,19 +173,17 @@ def _subject(model, forget, holdout, reference, ctx: Context) -> dict:
     }
 
 
-def _attacked(spec: str, model, forget, ctx: Context):
-    """A copy of `model` under the attack `spec`, and the indices of the forget sequences
-    audited on it (relearn: the half it was not fine-tuned on; else all)."""
+def _attacked(spec: str, model, relearned: list[ForgetSample], ctx: Context):
+    """A copy of `model` under the attack `spec` (relearn: fine-tuned on `relearned`)."""
     name, bits = parse_attack(spec)
     settings = ctx.settings
     if name == "quantize":
-        return quantize_model(model, bits, settings.quantize_group_size), range(len(forget))
+        return quantize_model(model, bits, settings.quantize_group_size)
     if name == "bnb":
-        return bnb_quantize(model, bits), range(len(forget))
-    trained, audited = relearn_split(len(forget), settings.seed)
-    ids = [forget[i].input_ids for i in trained]
+        return bnb_quantize(model, bits)
+    ids = [s.input_ids for s in relearned]
     lr, batch = settings.relearn_lr, settings.relearn_batch_size
-    return relearn(model, ids, ctx.pad_token_id, lr, batch, settings.seed), audited
+    return relearn(model, ids, ctx.pad_token_id, lr, batch, settings.seed)
 
 
 def _attack(spec, model, forget, holdout, reference: _Reference | None, ctx: Context) -> dict:
@@ -198,7 +196,8 @@ def _attack(spec, model, forget, holdout, reference: _Reference | None, ctx: Con
     trained, audited = [], list(range(len(forget)))
     if name == "relearn":
         trained, audited = relearn_split(len(forget), settings.seed)
-    relearned_on = [forget[i].content_hash() for i in trained]
+    relearned = [forget[i] for i in trained]
+    relearned_on = [s.content_hash() for s in relearned]
     subset = [forget[i] for i in audited]
     ref = None
     if reference is not None:  # measured (or found cached) first: one attacked copy at a time
@@ -210,9 +209,9 @@ def _attack(spec, model, forget, holdout, reference: _Reference | None, ctx: Con
             "relearned_on": relearned_on,
         }
         ref = reference.rows(
-            subset, holdout, described, lambda m: _attacked(spec, m, forget, ctx)[0]
+            subset, holdout, described, lambda m: _attacked(spec, m, relearned, ctx)
         )
-    attacked, _ = _attacked(spec, model, forget, ctx)
+    attacked = _attacked(spec, model, relearned, ctx)
     result = _subject(attacked, subset, holdout, ref, ctx)
     return result | ({"relearned_on": relearned_on} if name == "relearn" else {})
 
