@@ -14,7 +14,8 @@ the planted model is made here by `memorize` when --planted holds none).
         --protocol lm32 --planted runs/lm32/planted --out runs/lm32 --only icu-reference
 
 Resumable: every finished run and measurement is kept in --out, and the table
-(benchmarks/results/forget_target[_lm32].md) is rewritten after each one.
+(benchmarks/results/forget_target[_lm32].md) is rewritten after each one; it shows every
+run measured in --out, by this invocation or an earlier one with another --only.
 """
 
 from __future__ import annotations
@@ -191,6 +192,8 @@ def main() -> None:
         _plant(protocol, planted_dir)
     planted = str(planted_dir / "model") if (planted_dir / "model").is_dir() else args.planted
     names = args.only.split(",") if args.only else list(RUNS)
+    if unknown := sorted(set(names) - set(RUNS)):
+        parser.error(f"unknown run names {', '.join(unknown)}; known: {', '.join(RUNS)}")
     attacks = [] if args.no_attacks else ATTACKS
     measured = {
         "planted": {
@@ -203,7 +206,11 @@ def main() -> None:
         }
     }
     manifests = {}
-    for name in names:
+    for name in RUNS:
+        if name not in names:
+            # measured by an earlier invocation with another --only: shown, not rerun
+            _load_earlier(name, out, manifests, measured)
+            continue
         manifests[name] = _cached(
             out / f"{name}.manifest.json", lambda n=name: _run(n, protocol, planted, out)
         )
@@ -219,6 +226,20 @@ def main() -> None:
                 out / f"{name}.attacks.json", lambda m=model: _audit(m, protocol, attacks)
             )["attacks"]
             write_results(manifests, measured, protocol, args)
+
+
+def _load_earlier(name: str, out: Path, manifests: dict, measured: dict) -> None:
+    files = {k: out / f"{name}.{k}.json" for k in ("manifest", "ppl", "gen", "attacks")}
+    if not all(files[k].is_file() for k in ("manifest", "ppl", "gen")):
+        return
+    manifests[name] = json.loads(files["manifest"].read_text())
+    measured[name] = {
+        "ppl": json.loads(files["ppl"].read_text()),
+        "gen": json.loads(files["gen"].read_text()),
+        "audit": json.loads((out / name / "audit.json").read_text()),
+    }
+    if files["attacks"].is_file():
+        measured[name]["attacked"] = json.loads(files["attacks"].read_text())["attacks"]
 
 
 def _gap(m: dict) -> str:
