@@ -198,6 +198,7 @@ def main() -> None:
     measured = {
         "planted": {
             "ppl": _cached(out / "planted.ppl.json", lambda: _perplexity(planted)),
+            "reference_ppl": _cached(out / "reference.ppl.json", lambda: _perplexity(REFERENCE)),
             "gen": _cached(out / "planted.gen.json", lambda: _generations(planted, protocol)),
             "reference_gen": _cached(
                 out / "reference.gen.json", lambda: _generations(REFERENCE, protocol)
@@ -264,13 +265,19 @@ def _verdicts(aggregates: dict) -> str:
     return f"{v['leaked']} / {v['as_reference']} / {v['not_extractable']}"
 
 
-def _holdout_nll(audit: dict) -> float | None:
-    return ((audit["aggregates"].get("holdout") or {}).get("model") or {}).get("nll")
+def _holdout_nll(audit: dict, whose: str = "model") -> float | None:
+    return ((audit["aggregates"].get("holdout") or {}).get(whose) or {}).get("nll")
+
+
+def _change(value: float | None, planted: float | None) -> str:
+    return "–" if value is None or planted is None else f"{value / planted - 1:+.1%}"
 
 
 def write_results(manifests: dict, measured: dict, protocol: Protocol, args) -> None:
     planted = measured["planted"]
     planted_nll = _holdout_nll(planted["audit"])
+    reference_nll = _holdout_nll(planted["audit"], "reference")
+    reference_ppl = planted.get("reference_ppl") or {}
     lines = [
         f"# The forget target on {protocol.title}: ascent against the never-planted reference",
         "",
@@ -295,6 +302,12 @@ def write_results(manifests: dict, measured: dict, protocol: Protocol, args) -> 
         "repetition (share of repeated 4-grams) of the forgotten suffixes' greedy generations "
         "(reference model: " + _gen_cells(planted["reference_gen"]) + ").",
         "",
+        "The never-planted reference, as the target of those changes: holdout NLL "
+        f"{_change(reference_nll, planted_nll)}, Pile perplexity "
+        f"{_change(reference_ppl.get('pile'), planted['ppl']['pile'])}, Wikitext perplexity "
+        f"{_change(reference_ppl.get('wikitext'), planted['ppl']['wikitext'])} from the "
+        "planted model's (planting worsened them; a model as if never trained returns there).",
+        "",
         f"Planted model (before unlearning): verdicts {_verdicts(planted['audit']['aggregates'])}, "
         f"stands out {planted['audit']['aggregates'].get('stands_out')}, LOSS AUC "
         f"{_mia(planted['audit'], 'loss')}, Min-K%++ AUC {_mia(planted['audit'], 'min_k_pp')}.",
@@ -308,14 +321,14 @@ def write_results(manifests: dict, measured: dict, protocol: Protocol, args) -> 
         a = measured[name]["audit"]["aggregates"]
         ppl = measured[name]["ppl"]
         nll = _holdout_nll(measured[name]["audit"])
-        holdout = "–" if nll is None or planted_nll is None else f"{nll / planted_nll - 1:+.1%}"
+        holdout = _change(nll, planted_nll)
         lines.append(
             f"| {name} | {m['status']} | {m['epochs']} | {m.get('wall_seconds', '–')} | "
             f"{m.get('peak_rss_mb', '–')} | {_verdicts(a)} | {a.get('stands_out')} | "
             f"{_mia(measured[name]['audit'], 'loss')} | "
             f"{_mia(measured[name]['audit'], 'min_k_pp')} | {_gap(m)} | {holdout} | "
             f"{measured[name]['gen']['keep_ma']:.3f} | "
-            + " | ".join(f"{ppl[t] / planted['ppl'][t] - 1:+.1%}" for t in ("pile", "wikitext"))
+            + " | ".join(_change(ppl[t], planted["ppl"][t]) for t in ("pile", "wikitext"))
             + f" | {_gen_cells(measured[name]['gen'])} |"
         )
     attacked = {n: measured[n]["attacked"] for n in manifests if "attacked" in measured[n]}
