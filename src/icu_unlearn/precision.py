@@ -1,14 +1,20 @@
 """`precision: fp32 | bf16`: the dtype the forward passes compute in.
 
-bf16 runs the model's matrix products under `torch.autocast` (bfloat16) on the model's
-device; the weights, the optimizer's state and every loss stay float32 (`losses.py`
-widens logits to float32 before a log-softmax), and backward runs outside autocast.
-fp32 enters no context at all, so that its numbers stay bit for bit what they were.
+bf16 trains under `torch.autocast` (bfloat16) on the model's device: the weights, the
+optimizer's state and every loss stay float32 (`losses.py` widens logits to float32
+before a log-softmax), and backward runs outside autocast. Scoring (no gradient) runs
+on bfloat16 copies of the weights made once per scoring call (`inference`), the float32
+originals set aside and put back untouched: autocast alone casts every weight again at
+every forward pass under inference mode, which left bf16 decoding at 1.1-1.3x float32's
+speed where bfloat16 weights reach 1.9-2.8x (SmolLM2-135M, 32 rows, one thread, this
+project's CPU). fp32 enters no context at all, so that its numbers stay bit for bit what
+they were.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 from .errors import UsageError
 
@@ -36,3 +42,29 @@ def autocast(precision: str, device):
     import torch  # here: the config imports this module, and `run --help` skips torch
 
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def inference(precision: str, model) -> Iterator[None]:
+    """Scoring without gradients in `precision`: fp32 changes nothing; bf16 autocasts and
+    swaps each float32 parameter of `model` for a bfloat16 copy for the duration, then
+    puts the very float32 tensors back (bit for bit what they were, whatever happened
+    inside). Nested calls see bfloat16 weights already and copy nothing."""
+    if precision == "fp32":
+        yield
+        return
+    check_precision(precision)
+    import torch
+
+    from .generation import model_device
+
+    device = model_device(model)
+    kept = [(p, p.data) for p in model.parameters() if p.dtype == torch.float32]
+    try:
+        for param, data in kept:
+            param.data = data.to(torch.bfloat16)
+        with autocast(precision, device):
+            yield
+    finally:
+        for param, data in kept:
+            param.data = data

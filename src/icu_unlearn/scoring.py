@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 
 from .generation import longest_first as longest_first_batches
 from .generation import model_device, right_pad
-from .precision import autocast
+from .precision import inference
 
 
 @dataclass
@@ -79,8 +79,8 @@ def teacher_forced(
     logits that predict its suffix x_t0..x_{T-1} and those m tokens, on the model's
     device (the audit's statistics). The suffix needs `prefix_lengths` (t0 each).
     `longest_first=False`: batches of consecutive sequences, in the caller's order.
-    `precision` "bf16": the passes under autocast (`precision.autocast`); the log-probs
-    and statistics are still taken in float32, of bf16-rounded logits.
+    `precision` "bf16": the passes on bfloat16 weights (`precision.inference`); the
+    log-probs and statistics are still taken in float32, of bf16-rounded logits.
     """
     if (suffix_nll or per_suffix is not None) and prefix_lengths is None:
         raise ValueError("suffix scores need the prefix lengths")
@@ -96,26 +96,26 @@ def teacher_forced(
     else:  # consecutive sequences
         starts = range(0, len(seqs), batch_size)
         batches = [list(range(k, min(k + batch_size, len(seqs)))) for k in starts]
-    for batch in batches:
-        ids, mask = right_pad([seqs[i] for i in batch], pad_token_id, device)
-        with autocast(precision, device):
+    with inference(precision, model):  # one bfloat16 cast of the weights (bf16)
+        for batch in batches:
+            ids, mask = right_pad([seqs[i] for i in batch], pad_token_id, device)
             logits = model(input_ids=ids, attention_mask=mask).logits  # (B, W_b, V)
-        greedy[batch, : ids.shape[1]] = logits.argmax(-1).cpu()
-        picked = None
-        if suffix_nll or token_logprobs:
-            picked = next_token_logprobs(logits, ids).cpu()  # (B, W_b - 1)
-        for row, i in enumerate(batch):
-            if token_logprobs:
-                logprobs[i] = picked[row, : lengths[i] - 1]
-            if suffix_nll:
-                t0 = prefix_lengths[i]
-                nll[i] = -float(picked[row, t0 - 1 : lengths[i] - 1].double().mean())
-            if per_suffix is not None:
-                t0 = prefix_lengths[i]
-                suffix[i] = per_suffix(
-                    logits[row, t0 - 1 : lengths[i] - 1].float(), ids[row, t0 : lengths[i]]
-                )
-        del logits
+            greedy[batch, : ids.shape[1]] = logits.argmax(-1).cpu()
+            picked = None
+            if suffix_nll or token_logprobs:
+                picked = next_token_logprobs(logits, ids).cpu()  # (B, W_b - 1)
+            for row, i in enumerate(batch):
+                if token_logprobs:
+                    logprobs[i] = picked[row, : lengths[i] - 1]
+                if suffix_nll:
+                    t0 = prefix_lengths[i]
+                    nll[i] = -float(picked[row, t0 - 1 : lengths[i] - 1].double().mean())
+                if per_suffix is not None:
+                    t0 = prefix_lengths[i]
+                    suffix[i] = per_suffix(
+                        logits[row, t0 - 1 : lengths[i] - 1].float(), ids[row, t0 : lengths[i]]
+                    )
+            del logits
     return TeacherForced(
         greedy=greedy,
         hits=[next_token_hits(s, greedy[i, : len(s) - 1].tolist()) for i, s in enumerate(seqs)],
@@ -143,8 +143,8 @@ def greedy_continuations(
     attends to sequence b's cached keys at positions < q (no re-prefill), its new tokens
     take positions q, q+1, ..., and its first token is the pass's argmax. Rows decode
     `decode_batch_size` at a time, longest remaining first, so that finished rows leave
-    the batch (once they are half of it). `precision` "bf16": every pass under one autocast
-    context, so that the weights are cast to bfloat16 once, not at every step.
+    the batch (once they are half of it). `precision` "bf16": every pass on bfloat16 weights
+    cast once (`precision.inference`), not at every step.
 
     `drafts[(b, q)]`, where given, is a guess of the continuation (last epoch's, when the
     model has moved by a few steps since): one pass over the guess verifies it, the
@@ -157,7 +157,7 @@ def greedy_continuations(
     drafts = {
         (b, q): d for (b, q), d in (drafts or {}).items() if d and d[0] == int(greedy[b, q - 1])
     }
-    with autocast(precision, model_device(model)):
+    with inference(precision, model):
         return _continuations(
             model, sequences, greedy, starts, pad_token_id, decode_batch_size, drafts
         )

@@ -1,6 +1,9 @@
-"""`precision`: bf16 enters autocast, fp32 enters nothing; bad values are refused."""
+"""`precision`: bf16 enters autocast (and scores on bfloat16 weights), fp32 enters nothing;
+bad values are refused."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -8,7 +11,7 @@ import torch
 from icu_unlearn.audit import AuditSettings, cache
 from icu_unlearn.audit.measure import Context
 from icu_unlearn.errors import UsageError
-from icu_unlearn.precision import autocast, check_precision
+from icu_unlearn.precision import autocast, check_precision, inference
 from icu_unlearn.scoring import teacher_forced
 from tests.conftest import tiny_llama
 
@@ -59,3 +62,31 @@ def test_the_reference_cache_keeps_bf16_and_fp32_measurements_apart(gpt2):
         return cache.entry_key("weights:x", "forget", [], ctx, 64)
 
     assert key("fp32") == key("fp32") != key("bf16")
+
+
+def test_bf16_scoring_runs_on_bfloat16_weights_and_gives_the_float32_ones_back():
+    """`inference("bf16", model)`: inside, every float32 weight is bfloat16 and the forward
+    equals a bfloat16 copy of the model's under autocast; after (an exception included),
+    the very float32 tensors are back, bit for bit; nested, nothing is copied twice."""
+    model = tiny_llama().eval()
+    before = {name: (p.data_ptr(), p.data.clone()) for name, p in model.named_parameters()}
+    ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(0))
+    twin = copy.deepcopy(model).to(torch.bfloat16)
+    with torch.inference_mode(), autocast("bf16", "cpu"):
+        expected = twin(input_ids=ids).logits
+    with torch.inference_mode(), inference("bf16", model):
+        assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+        inner = [p.data_ptr() for p in model.parameters()]
+        with inference("bf16", model):  # nested: the same bfloat16 tensors
+            assert [p.data_ptr() for p in model.parameters()] == inner
+        got = model(input_ids=ids).logits
+    assert torch.equal(got, expected)
+    with pytest.raises(RuntimeError, match="inside"), inference("bf16", model):
+        raise RuntimeError("inside")
+    for name, p in model.named_parameters():
+        pointer, values = before[name]
+        assert p.dtype == torch.float32 and p.data_ptr() == pointer
+        assert torch.equal(p.data, values)
+    with inference("fp32", model):  # fp32: nothing swapped, no autocast
+        assert not torch.is_autocast_enabled("cpu")
+        assert all(p.data_ptr() == before[n][0] for n, p in model.named_parameters())

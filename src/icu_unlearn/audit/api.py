@@ -13,10 +13,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..audit_settings import DECODING_ATTACKS, AuditSettings, parse_attack
 from ..data.forget import ForgetSample, load_forget_set
 from ..errors import UsageError
-from ..generation import model_device
 from ..metrics.memorization import el_range
 from ..models import load_model_and_tokenizer, prepare_tokenizer, weights_digest
-from ..precision import autocast
+from ..precision import inference
 from . import cache
 from .attacks import bnb_quantize, quantize_model, relearn, relearn_split, require_bitsandbytes
 from .measure import Context, measure_forget, measure_holdout
@@ -125,7 +124,7 @@ class _Reference:
             else:
                 if subject is None:
                     subject = self._load() if attacked is None else attacked(self._load())
-                with autocast(self.ctx.settings.precision, model_device(subject)):
+                with inference(self.ctx.settings.precision, subject):
                     rows = measure(subject, samples, self.ctx)
                 cache.store(key, rows)
             found[kind] = rows
@@ -159,8 +158,9 @@ def _subject(model, forget, holdout, reference, ctx: Context) -> dict:
     `reference` holds the reference model's measurements of the same forget and
     holdout sequences (or None), so that attacks reuse them instead of measuring again.
     """
-    # bf16: the measurements under autocast; an attack's own training (relearn) stays float32
-    with autocast(ctx.settings.precision, model_device(model)):
+    # bf16: the measurements on bfloat16 weights cast once; an attack's own training
+    # (relearn) stays float32
+    with inference(ctx.settings.precision, model):
         measured = measure_forget(model, forget, ctx)
         measured_holdout = measure_holdout(model, holdout, ctx) if holdout else []
     ref_forget, ref_holdout = reference if reference is not None else (None, None)

@@ -31,8 +31,8 @@ import torch
 from transformers import PreTrainedModel
 
 from ..errors import UsageError
-from ..generation import generate_continuations, model_device
-from ..precision import autocast
+from ..generation import generate_continuations
+from ..precision import inference
 from ..scoring import TeacherForced, accuracy, greedy_continuations, next_token_hits, teacher_forced
 
 
@@ -94,8 +94,8 @@ def memorization_scores_literal(
     window: bool = False,
     precision: str = "fp32",
 ) -> MemorizationScores:
-    """The definitions, literally: one greedy `generate` per prefix length (under autocast
-    with `precision` "bf16")."""
+    """The definitions, literally: one greedy `generate` per prefix length (on bfloat16
+    weights with `precision` "bf16", as the fast path)."""
     _check(sequences, prefix_length, n, window)
     seqs = [list(s) for s in sequences]
     el_sum = [0.0] * len(seqs)
@@ -105,7 +105,7 @@ def memorization_scores_literal(
     for p in range(1, max(len(s) for s in seqs)):
         rows = [i for i, s in enumerate(seqs) if p < len(s)]
         lengths = [len(seqs[i]) - p for i in rows]
-        with autocast(precision, model_device(model)):
+        with inference(precision, model):
             conts = generate_continuations(
                 model, [seqs[i][:p] for i in rows], lengths, pad_token_id, batch_size=len(rows)
             )
@@ -178,7 +178,7 @@ def memorization_scores(
     `el_for[i]` False: sequence i's EL is not computed (None), only its MA and its
     generation from t0 (one decoding row instead of one per mismatch). `greedy`: the
     (N, W) next-token argmax of `memorization_pass`, when the caller has it already.
-    `precision` "bf16": every pass under autocast (`precision.autocast`).
+    `precision` "bf16": every pass on bfloat16 weights (`precision.inference`).
     `drafts[i]`: sequence i's continuations from an earlier scoring ({q: continuation of
     x[:q]}), verified instead of decoded where they still hold
     (`scoring.greedy_continuations`) and updated in place with this scoring's; the
