@@ -150,8 +150,9 @@ class AuditSettings:
     precision: str = field(
         default="fp32",
         metadata={
-            "help": "fp32 or bf16: bf16 measures every model under autocast (the relearn "
-            "attack's training stays float32); a run's audit takes the run's precision."
+            "help": "fp32 or bf16: bf16 measures every model on bfloat16 copies of its "
+            "weights (the relearn attack's training stays float32); a run's audit takes the "
+            "run's precision."
         },
     )
 

@@ -528,9 +528,9 @@ class RunConfig:
     precision: str = field(
         default="fp32",
         metadata={
-            "help": "fp32 or bf16: bf16 trains and scores under autocast (float32 weights, "
-            "optimizer state and losses): faster on a GPU or a CPU with AVX-512 BF16; fp32 "
-            "is the paper's and every earlier run's"
+            "help": "fp32 or bf16: bf16 trains under autocast (float32 weights, optimizer "
+            "state and losses) and scores on bfloat16 copies of the weights: faster on a GPU "
+            "or a CPU with AVX-512 BF16; fp32 is the paper's and every earlier run's"
         },
     )
     batch_size: int | str = field(

@@ -22,9 +22,9 @@ PRECISIONS = ("fp32", "bf16")
 
 # the settings' help (eval, audit, memorize, demo); the run's key says it in its own words
 HELP = (
-    "fp32 or bf16: bf16 computes the forward passes under autocast (float32 weights, "
-    "optimizer state and losses); on a CPU with AVX-512 BF16 or a GPU it is faster, "
-    "and scores move within bf16's rounding (benchmarks/results/bf16_demo.md)"
+    "fp32 or bf16: bf16 scores on bfloat16 copies of the weights and trains under autocast "
+    "(float32 weights, optimizer state and losses); on a CPU with AVX-512 BF16 or a GPU it "
+    "is faster, and scores move within bf16's rounding (benchmarks/results/bf16_demo.md)"
 )
 
 
