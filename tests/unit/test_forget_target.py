@@ -1,6 +1,6 @@
 """The reference target on a tiny model: trained on its forget term alone, a memorized
-sequence ends at the reference model's suffix NLL and MA, where ascent at the same rate
-overshoots far below the reference's likelihood."""
+sequence ends at the reference model's suffix and prefix NLL and MA, where ascent at the
+same rate overshoots far below the reference's likelihood."""
 
 from __future__ import annotations
 
@@ -61,6 +61,13 @@ def _scores(model, sequences):
     return scored.suffix_nll, suffix_ma
 
 
+def _prefix_scores(model, sequences):
+    """Per sequence the prefix's NLL (x_1 .. x_{t0-1}, nats a token) and its MA."""
+    scored = teacher_forced(model, sequences, 0, token_logprobs=True)
+    nll = [-float(lp[: T0 - 1].mean()) for lp in scored.token_logprobs]
+    return nll, [sum(h[: T0 - 1]) / (T0 - 1) for h in scored.hits]
+
+
 def _train(model, batch, steps: int = 150, lr: float = 3e-3):
     model = copy.deepcopy(model).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -85,6 +92,14 @@ def test_the_reference_target_ends_at_the_reference_where_ascent_overshoots():
     for i in range(len(sequences)):
         assert abs(nll[i] - ref_nll[i]) <= NLL_TOLERANCE, (i, nll, ref_nll)
         assert abs(ma[i] - ref_ma[i]) <= 1 / 12, (i, ma, ref_ma)  # one token at most
+    # the prefix, learnt with the record, ends at the reference's too
+    ref_prefix_nll, ref_prefix_ma = _prefix_scores(reference, sequences)
+    planted_prefix_nll, _ = _prefix_scores(planted, sequences)
+    prefix_nll, prefix_ma = _prefix_scores(matched, sequences)
+    assert max(planted_prefix_nll) < 0.5 < min(ref_prefix_nll)
+    for i in range(len(sequences)):
+        assert abs(prefix_nll[i] - ref_prefix_nll[i]) <= NLL_TOLERANCE, (i, prefix_nll)
+        assert abs(prefix_ma[i] - ref_prefix_ma[i]) <= 1 / (T0 - 1), (i, prefix_ma, ref_prefix_ma)
 
     ascended = _train(planted, _batch(sequences))
     nll_ascent, _ = _scores(ascended, sequences)

@@ -14,6 +14,7 @@ from icu_unlearn.losses import (
     kl_loss,
     nll_loss,
     positions_needed,
+    prefix_level_loss,
     reference_kl_loss,
     suffix_logprob_sum,
     suffix_mask,
@@ -171,3 +172,25 @@ def test_calibrated_loss_by_hand():
     # d loss / d logit of the true token x_2 = 2 at position 1: sample 0 is pushed down
     # (its likelihood lowered: gradient > 0 on the true logit), sample 1 pulled up
     assert logits.grad[0, 1, 2] > 0 and logits.grad[1, 1, 1] < 0
+
+
+def test_prefix_level_loss_by_hand():
+    """t0 = 2: the prefix scores x_1 alone (position 0), uniform for both sequences (every
+    logit 0), so each prefix NLL is ln 3 whatever the suffix holds. Levels 1.0 and 1.5:
+    within a nat, Huber (ln 3 - 1)^2 / 2 and (ln 3 - 1.5)^2 / 2, averaged. Sample 0's x_1
+    is less likely than its level (NLL ln 3 > 1) and is pulled up; sample 1's is likelier
+    than its level (ln 3 < 1.5) and is pushed down; the suffix takes no gradient."""
+    logits, input_ids, attention_mask, prefix_lengths = _batch()
+    logits = logits.clone().requires_grad_(True)
+    loss = prefix_level_loss(
+        logits, input_ids, attention_mask, prefix_lengths, torch.tensor([1.0, 1.5])
+    )
+    ln3 = math.log(3)
+    assert loss.item() == pytest.approx(((ln3 - 1) ** 2 / 2 + (ln3 - 1.5) ** 2 / 2) / 2, abs=1e-6)
+    loss.backward()
+    # a negative gradient on a true logit makes that token likelier
+    assert logits.grad[0, 0, 1] < 0 and logits.grad[1, 0, 0] > 0
+    assert torch.all(logits.grad[:, 1:] == 0)
+    with pytest.raises(ValueError, match="every position"):
+        prefix_level_loss(logits[:, 1:], input_ids, attention_mask, prefix_lengths,
+                          torch.tensor([1.0, 1.5]))  # fmt: skip

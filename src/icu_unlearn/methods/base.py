@@ -11,6 +11,7 @@ from ..losses import (
     calibrated_loss,
     forget_loss,
     positions_needed,
+    prefix_level_loss,
     reference_kl_loss,
     suffix_mask,
 )
@@ -90,8 +91,8 @@ def forget_term(logits: torch.Tensor, batch: Batch, prefix_lengths=None) -> torc
 
     * ascent: L_fgt (Eq. 1), under the batch's token floor;
     * reference: KL(P_ref || P_theta) per token toward the reference model (every
-      position: give `forget_logits`), plus the Huber distance of the suffix NLL to the
-      reference's per sample;
+      position: give `forget_logits`), plus the Huber distances of the suffix NLL and of
+      the prefix NLL to the reference's per sample;
     * calibrated: |suffix NLL - the holdout's level| per sample.
 
     The likelihood levels are the suffix's, whatever `prefix_lengths` says.
@@ -107,8 +108,11 @@ def forget_term(logits: torch.Tensor, batch: Batch, prefix_lengths=None) -> torc
         # the tiny scenario: 21 nats a token against the reference's 10.8); the level term
         # holds the suffix NLL at the reference's
         level = reference_suffix_nll(batch) if batch.level is None else batch.level
-        return kl + calibrated_loss(
-            logits, batch.input_ids, batch.attention_mask, batch.prefix_lengths, level
+        args = (logits, batch.input_ids, batch.attention_mask, batch.prefix_lengths)
+        return (
+            kl
+            + calibrated_loss(*args, level)
+            + prefix_level_loss(*args, reference_prefix_nll(batch))
         )
     if batch.level is not None:
         return calibrated_loss(
@@ -130,6 +134,17 @@ def reference_suffix_logprob_sum(batch: Batch) -> torch.Tensor:
     targets = batch.input_ids[:, 1:, None]  # (B, T-1, 1): x_t predicted at position t-1
     logp = batch.target[:, :-1].float().gather(-1, targets).squeeze(-1)  # (B, T-1)
     return (logp * suffix_mask(batch.attention_mask, batch.prefix_lengths)).sum(-1)
+
+
+def reference_prefix_nll(batch: Batch) -> torch.Tensor:
+    """(B,) the reference model's prefix NLL (x_1 .. x_{t0-1}), nats a token, from the
+    batch's target."""
+    targets = batch.input_ids[:, 1:, None]
+    logp = batch.target[:, :-1].float().gather(-1, targets).squeeze(-1)  # (B, T-1)
+    prefix = (1.0 - suffix_mask(batch.attention_mask, batch.prefix_lengths)) * (
+        batch.attention_mask[:, 1:].float()
+    )
+    return -(logp * prefix).sum(-1) / prefix.sum(-1).clamp(min=1)
 
 
 def reference_suffix_nll(batch: Batch) -> torch.Tensor:
