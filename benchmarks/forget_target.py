@@ -37,6 +37,7 @@ from icu_unlearn.memorize import MemorizeSettings, memorize
 from icu_unlearn.metrics.similarity import token_entropy
 from icu_unlearn.metrics.utility import evaluate_utility
 from icu_unlearn.models import load_model_and_tokenizer
+from icu_unlearn.scoring import teacher_forced
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "smollm2-135m"  # the model before planting
@@ -174,6 +175,20 @@ def _generations(model: str, protocol: Protocol) -> dict:
     return {"keep_ma": kept, "forget": out}
 
 
+def _prefix_nll(model: str, protocol: Protocol) -> dict:
+    """Each forget record's prefix NLL (x_1 .. x_{t0-1}, nats a token): the part of the
+    record the attacker is given, learnt with it all the same."""
+    net, tokenizer = load_model_and_tokenizer(model)
+    samples = load_forget_set(protocol.forget, tokenizer)
+    scored = teacher_forced(
+        net, [s.input_ids for s in samples], tokenizer.pad_token_id, token_logprobs=True
+    )
+    return {
+        s.id: -float(lp[: s.prefix_length - 1].mean())
+        for s, lp in zip(samples, scored.token_logprobs, strict=True)
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="demo")
@@ -199,6 +214,9 @@ def main() -> None:
         "planted": {
             "ppl": _cached(out / "planted.ppl.json", lambda: _perplexity(planted)),
             "reference_ppl": _cached(out / "reference.ppl.json", lambda: _perplexity(REFERENCE)),
+            "reference_prefix": _cached(
+                out / "reference.prefix.json", lambda: _prefix_nll(REFERENCE, protocol)
+            ),
             "gen": _cached(out / "planted.gen.json", lambda: _generations(planted, protocol)),
             "reference_gen": _cached(
                 out / "reference.gen.json", lambda: _generations(REFERENCE, protocol)
@@ -219,6 +237,9 @@ def main() -> None:
         measured[name] = {
             "ppl": _cached(out / f"{name}.ppl.json", lambda m=model: _perplexity(m)),
             "gen": _cached(out / f"{name}.gen.json", lambda m=model: _generations(m, protocol)),
+            "prefix": _cached(
+                out / f"{name}.prefix.json", lambda m=model: _prefix_nll(m, protocol)
+            ),
             "audit": json.loads((out / name / "audit.json").read_text()),
         }
         write_results(manifests, measured, protocol, args)
@@ -227,6 +248,12 @@ def main() -> None:
                 out / f"{name}.attacks.json", lambda m=model: _audit(m, protocol, attacks)
             )["attacks"]
             write_results(manifests, measured, protocol, args)
+
+
+def _prefix_gap(prefix: dict | None, reference: dict | None) -> str:
+    if not prefix or not reference:
+        return "–"
+    return f"{sum(abs(prefix[i] - reference[i]) for i in prefix) / len(prefix):.2f}"
 
 
 def _load_earlier(name: str, out: Path, manifests: dict, measured: dict) -> None:
@@ -239,6 +266,8 @@ def _load_earlier(name: str, out: Path, manifests: dict, measured: dict) -> None
         "gen": json.loads(files["gen"].read_text()),
         "audit": json.loads((out / name / "audit.json").read_text()),
     }
+    if (out / f"{name}.prefix.json").is_file():
+        measured[name]["prefix"] = json.loads((out / f"{name}.prefix.json").read_text())
     if files["attacks"].is_file():
         measured[name]["attacked"] = json.loads(files["attacks"].read_text())["attacks"]
 
@@ -294,7 +323,8 @@ def write_results(manifests: dict, measured: dict, protocol: Protocol, args) -> 
         "verdicts leaked / as reference / not extractable; stands out (count); membership AUC "
         "forget-vs-holdout under the model / under the reference, with PrivLeak as MUSE defines "
         "it (the reference as the retrained model); |NLL gap|: mean over the forgotten "
-        "suffixes of |suffix NLL - the reference's|, nats a token; holdout NLL: change of the "
+        "suffixes of |suffix NLL - the reference's|, nats a token; prefix |NLL gap|: the same "
+        "of their prefixes (x_1 .. x_{t0-1}, learnt with the records); holdout NLL: change of the "
         "holdout's mean suffix NLL from the planted model's "
         + ("–" if planted_nll is None else f"({planted_nll:.3f})")
         + "; kept MA of the planted-and-kept sequences (planted: "
@@ -313,9 +343,9 @@ def write_results(manifests: dict, measured: dict, protocol: Protocol, args) -> 
         f"{_mia(planted['audit'], 'loss')}, Min-K%++ AUC {_mia(planted['audit'], 'min_k_pp')}.",
         "",
         "| run | status | epochs | wall s | peak RSS MB | verdicts | stands out | LOSS AUC | "
-        "Min-K%++ AUC | |NLL gap| | holdout NLL | kept MA | Pile ppl | Wikitext ppl | "
-        "entropy / repetition |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "Min-K%++ AUC | |NLL gap| | prefix |NLL gap| | holdout NLL | kept MA | Pile ppl | "
+        "Wikitext ppl | entropy / repetition |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in manifests.items():
         a = measured[name]["audit"]["aggregates"]
@@ -326,7 +356,9 @@ def write_results(manifests: dict, measured: dict, protocol: Protocol, args) -> 
             f"| {name} | {m['status']} | {m['epochs']} | {m.get('wall_seconds', '–')} | "
             f"{m.get('peak_rss_mb', '–')} | {_verdicts(a)} | {a.get('stands_out')} | "
             f"{_mia(measured[name]['audit'], 'loss')} | "
-            f"{_mia(measured[name]['audit'], 'min_k_pp')} | {_gap(m)} | {holdout} | "
+            f"{_mia(measured[name]['audit'], 'min_k_pp')} | {_gap(m)} | "
+            f"{_prefix_gap(measured[name].get('prefix'), planted.get('reference_prefix'))} | "
+            f"{holdout} | "
             f"{measured[name]['gen']['keep_ma']:.3f} | "
             + " | ".join(_change(ppl[t], planted["ppl"][t]) for t in ("pile", "wikitext"))
             + f" | {_gen_cells(measured[name]['gen'])} |"
