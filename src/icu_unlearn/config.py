@@ -97,10 +97,23 @@ class AnalogousConfig:
         default=100,
         metadata={"help": "pool texts are cut to the forget samples' 50 + 50 tokens"},
     )
+    shared_tokens: int = field(
+        default=10,
+        metadata={
+            "help": "a pool text that shares a run of this many tokens with any forget "
+            "sample is never learnt (it would teach the record back: EL_10 counts such "
+            "runs; licence boilerplate passes max_similarity at 0.89); 0: off, the paper's "
+            "pairing by similarity alone"
+        },
+    )
 
     def __post_init__(self):
         if self.k < 1:
             raise UsageError(f"analogous.k must be at least 1, got {self.k}")
+        if self.shared_tokens < 0:
+            raise UsageError(
+                f"analogous.shared_tokens must be 0 (off) or a token count, got {self.shared_tokens}"
+            )
         if not 0 < self.max_similarity <= 1:
             raise UsageError("analogous.max_similarity must be in (0, 1]; 1 keeps every neighbour")
 

@@ -137,7 +137,8 @@ def pair(
 
             raise UsageError(
                 f"forget sample {forget_id!r} has only {len(chosen)} allowed pool neighbours "
-                f"of the {k} asked; give a larger analogous.pool or raise analogous.max_similarity"
+                f"of the {k} asked; give a larger analogous.pool, raise "
+                "analogous.max_similarity or lower analogous.shared_tokens"
             )
         pairs[forget_id] = chosen
     return Pairing(pairs, int(member_mask.sum()), len(near_copies), near_copies)

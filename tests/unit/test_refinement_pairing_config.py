@@ -155,3 +155,39 @@ def test_audit_settings_come_from_the_run_yaml(tmp_path):
 def test_valid_keys_lists_nested_keys():
     keys = valid_keys()
     assert "refinement.bertscore_max" in keys and "analogous.k" in keys and "stop.el_max" in keys
+
+
+def test_a_pool_text_sharing_a_run_of_tokens_with_a_forget_sample_is_excluded(gpt2):
+    """analogous.shared_tokens n: a pool text whose tokens hold n consecutive tokens of
+    some forget sample's is never learnt, whichever sample it is nearest to; one sharing
+    n - 1 only stays; 0 turns the exclusion off."""
+    from icu_unlearn.data.forget import ForgetSample
+    from icu_unlearn.data.training_data import _shares_tokens
+
+    def sample(text: str) -> ForgetSample:
+        ids = gpt2(text, add_special_tokens=False).input_ids
+        return ForgetSample("f", tuple(ids[:4]), tuple(ids[4:]), "", "")
+
+    forget = [sample(" one two three four five six seven eight nine ten eleven twelve")]
+    pool = [
+        " alpha beta four five six seven eight gamma",  # shares the 5 tokens four..eight
+        " alpha beta four five six seven gamma delta",  # shares 4 (four..seven)
+        " nothing of it here at all",
+    ]
+    assert _shares_tokens(pool, forget, gpt2, 5) == [True, False, False]
+    assert _shares_tokens(pool, forget, gpt2, 4) == [True, True, False]
+    assert _shares_tokens(pool, forget, gpt2, 0) == [False, False, False]
+    # the definition, literally, on every pool text: some window of n tokens is in the forget ids
+    ids = list(forget[0].input_ids)
+    for n in (3, 4, 5, 6):
+        windows = [ids[i : i + n] for i in range(len(ids) - n + 1)]
+        expected = []
+        for text in pool:
+            t = gpt2(text, add_special_tokens=False).input_ids
+            expected.append(any(t[i : i + n] in windows for i in range(len(t) - n + 1)))
+        assert _shares_tokens(pool, forget, gpt2, n) == expected
+
+
+def test_shared_tokens_must_be_a_count(tmp_path):
+    with pytest.raises(UsageError, match="analogous.shared_tokens must be 0"):
+        load_config(None, ["model=m", "analogous.shared_tokens=-1"])

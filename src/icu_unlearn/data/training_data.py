@@ -63,6 +63,13 @@ class _Pool:
     pool: object
     member_mask: list[bool]  # pool rows that are forget samples: never used
     sample: Callable[[int], ForgetSample]  # a pool row as a learn sample
+    # pool rows, not members, that share a run of analogous.shared_tokens tokens with a
+    # forget sample: never used either
+    shares_mask: list[bool]
+
+    @property
+    def unusable(self) -> list[bool]:
+        return [a or b for a, b in zip(self.member_mask, self.shares_mask, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,25 @@ def _load_pool(config: RunConfig, forget, tokenizer) -> _Pool:
             index, tokenizer, config.prefix_length, a.max_tokens, config.data_dir
         )
 
-    return _Pool(pool, [" ".join(t.split()) in members for t in pool.texts], sample)
+    member_mask = [" ".join(t.split()) in members for t in pool.texts]
+    shares = _shares_tokens(pool.texts, forget, tokenizer, a.shared_tokens)
+    shares_mask = [s and not m for s, m in zip(shares, member_mask, strict=True)]
+    return _Pool(pool, member_mask, sample, shares_mask)
+
+
+def _shares_tokens(texts, forget, tokenizer, n: int) -> list[bool]:
+    """Per pool text: does its tokenization hold a run of `n` tokens that some forget
+    sample (prefix and suffix) holds? All False with `n` 0."""
+    if n == 0 or not texts:
+        return [False] * len(texts)
+    runs = {
+        ids[i : i + n]
+        for s in forget
+        for ids in [tuple(s.input_ids)]
+        for i in range(len(ids) - n + 1)
+    }
+    encoded = tokenizer(list(texts), add_special_tokens=False).input_ids
+    return [any(tuple(ids[i : i + n]) in runs for i in range(len(ids) - n + 1)) for ids in encoded]
 
 
 def _pairs(config: RunConfig, forget, tokenizer, pool, progress: bool) -> _Built:
@@ -114,13 +139,14 @@ def _pairs(config: RunConfig, forget, tokenizer, pool, progress: bool) -> _Built
         [s.id for s in forget],
         embed([s.prefix + s.suffix for s in forget], a.encoder),
         embed(p.pool.texts, a.encoder, progress=progress),
-        np.array(p.member_mask),
+        np.array(p.unusable),
         a.k,
         a.max_similarity,
     )
     stats = {
         "pairs": len(pairing.to_rows()),
-        "excluded_members": pairing.excluded_members,
+        "excluded_members": sum(p.member_mask),
+        "excluded_shared_tokens": sum(p.shares_mask),
         "excluded_near_copies": pairing.excluded_near_copies,
         "pool": p.pool.spec,
         "pool_size": len(p.pool.texts),
@@ -134,7 +160,7 @@ def _mismatches(config: RunConfig, forget, tokenizer, pool, progress: bool) -> _
     """Each forget prefix continued by other pool texts' suffixes (LLMU's random data):
     K per sample, drawn anew every step as LLMU does (`llmu.redraw`), or fixed."""
     p = pool()
-    candidates = [i for i, member in enumerate(p.member_mask) if not member]
+    candidates = [i for i, unusable in enumerate(p.unusable) if not unusable]
     if not candidates:
         raise UsageError("the analogous pool has no texts outside the forget set")
 
