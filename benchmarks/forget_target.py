@@ -229,7 +229,7 @@ def main() -> None:
         if name not in names:
             # measured by an earlier invocation with another --only: shown, not rerun
             _load_earlier(name, out, manifests, measured)
-            continue
+    for name in names:  # in the order asked
         manifests[name] = _cached(
             out / f"{name}.manifest.json", lambda n=name: _run(n, protocol, planted, out)
         )
@@ -303,6 +303,7 @@ def _change(value: float | None, planted: float | None) -> str:
 
 
 def write_results(manifests: dict, measured: dict, protocol: Protocol, args) -> None:
+    manifests = {n: manifests[n] for n in RUNS if n in manifests}  # the table in RUNS order
     planted = measured["planted"]
     planted_nll = _holdout_nll(planted["audit"])
     reference_nll = _holdout_nll(planted["audit"], "reference")
