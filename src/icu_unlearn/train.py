@@ -251,7 +251,8 @@ def _collate(
         target = _stacked(setup.reference_targets, samples, ids)
         level = torch.tensor([setup.reference_scores[s.id]["suffix_nll"] for s in samples])
         level += _pushes(setup, samples, pushed)
-        return Batch(ids, mask, t0, target=target, level=level.to(device))
+        weight = setup.config.prefix_weight
+        return Batch(ids, mask, t0, target=target, level=level.to(device), prefix_weight=weight)
     if setup.forget_target == "calibrated":
         level = torch.full((len(samples),), setup.thresholds["holdout_nll"])
         level += _pushes(setup, samples, pushed)

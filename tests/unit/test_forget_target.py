@@ -1,6 +1,6 @@
 """The reference target on a tiny model: trained on its forget term alone, a memorized
-sequence ends at the reference model's suffix and prefix NLL and MA, where ascent at the
-same rate overshoots far below the reference's likelihood."""
+sequence ends at the reference model's suffix NLL and MA (and, with `prefix_weight`, its
+prefix's), where ascent at the same rate overshoots far below the reference's likelihood."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _memorize(model, sequences, steps: int = 150):
     return planted.eval()
 
 
-def _batch(sequences, reference=None) -> Batch:
+def _batch(sequences, reference=None, prefix_weight: float = 0.0) -> Batch:
     ids = torch.tensor(sequences)
     mask = torch.ones_like(ids)
     t0 = torch.full((len(sequences),), T0)
@@ -52,7 +52,7 @@ def _batch(sequences, reference=None) -> Batch:
     if reference is not None:
         with torch.no_grad():
             target = torch.log_softmax(reference(input_ids=ids).logits.float(), -1)
-    return Batch(ids, mask, t0, target=target)
+    return Batch(ids, mask, t0, target=target, prefix_weight=prefix_weight)
 
 
 def _scores(model, sequences):
@@ -87,12 +87,13 @@ def test_the_reference_target_ends_at_the_reference_where_ascent_overshoots():
     planted_nll, planted_ma = _scores(planted, sequences)
     assert max(planted_nll) < 0.5 and min(planted_ma) == 1.0  # memorized
 
-    matched = _train(planted, _batch(sequences, reference))
+    matched = _train(planted, _batch(sequences, reference, prefix_weight=1.0))
     nll, ma = _scores(matched, sequences)
     for i in range(len(sequences)):
         assert abs(nll[i] - ref_nll[i]) <= NLL_TOLERANCE, (i, nll, ref_nll)
         assert abs(ma[i] - ref_ma[i]) <= 1 / 12, (i, ma, ref_ma)  # one token at most
-    # the prefix, learnt with the record, ends at the reference's too
+    # the prefix, learnt with the record, ends at the reference's too (prefix_weight 1),
+    # where the KL alone leaves it far from it
     ref_prefix_nll, ref_prefix_ma = _prefix_scores(reference, sequences)
     planted_prefix_nll, _ = _prefix_scores(planted, sequences)
     prefix_nll, prefix_ma = _prefix_scores(matched, sequences)
@@ -100,6 +101,8 @@ def test_the_reference_target_ends_at_the_reference_where_ascent_overshoots():
     for i in range(len(sequences)):
         assert abs(prefix_nll[i] - ref_prefix_nll[i]) <= NLL_TOLERANCE, (i, prefix_nll)
         assert abs(prefix_ma[i] - ref_prefix_ma[i]) <= 1 / (T0 - 1), (i, prefix_ma, ref_prefix_ma)
+    kl_only, _ = _prefix_scores(_train(planted, _batch(sequences, reference)), sequences)
+    assert max(abs(a - b) for a, b in zip(kl_only, ref_prefix_nll, strict=True)) > NLL_TOLERANCE
 
     ascended = _train(planted, _batch(sequences))
     nll_ascent, _ = _scores(ascended, sequences)

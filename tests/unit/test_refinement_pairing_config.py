@@ -126,6 +126,7 @@ def test_config_yaml_and_overrides(tmp_path):
         ("model: m\n", ["audit.schemes=[{top_p: 2}]"], "top_p must be in"),
         ("model: m\n", ["audit.sampler=3"], "audit.sampler must be a mapping"),
         ("model: m\n", ["audit.mia_k=2"], "audit.mia_k must be in"),
+        ("model: m\n", ["prefix_weight=-1"], "prefix_weight must be 0"),
     ],
 )
 def test_bad_config_is_a_usage_error(tmp_path, text, overrides, message):

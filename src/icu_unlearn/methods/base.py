@@ -39,6 +39,8 @@ class Batch:
     # (B,): the suffix NLL, nats a token, each sample is pulled to: the holdout's
     # (calibrated) or the reference's (reference; None: from `target`), plus any push
     level: torch.Tensor | None = None
+    # reference: the weight of the prefix's level term (`losses.prefix_level_loss`); 0: none
+    prefix_weight: float = 0.0
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -91,8 +93,8 @@ def forget_term(logits: torch.Tensor, batch: Batch, prefix_lengths=None) -> torc
 
     * ascent: L_fgt (Eq. 1), under the batch's token floor;
     * reference: KL(P_ref || P_theta) per token toward the reference model (every
-      position: give `forget_logits`), plus the Huber distances of the suffix NLL and of
-      the prefix NLL to the reference's per sample;
+      position: give `forget_logits`), plus the Huber distance of the suffix NLL to the
+      reference's per sample (and, weighted by `prefix_weight`, the prefix NLL's);
     * calibrated: |suffix NLL - the holdout's level| per sample.
 
     The likelihood levels are the suffix's, whatever `prefix_lengths` says.
@@ -109,11 +111,11 @@ def forget_term(logits: torch.Tensor, batch: Batch, prefix_lengths=None) -> torc
         # holds the suffix NLL at the reference's
         level = reference_suffix_nll(batch) if batch.level is None else batch.level
         args = (logits, batch.input_ids, batch.attention_mask, batch.prefix_lengths)
-        return (
-            kl
-            + calibrated_loss(*args, level)
-            + prefix_level_loss(*args, reference_prefix_nll(batch))
-        )
+        loss = kl + calibrated_loss(*args, level)
+        if batch.prefix_weight:
+            prefix = prefix_level_loss(*args, reference_prefix_nll(batch))
+            loss = loss + batch.prefix_weight * prefix
+        return loss
     if batch.level is not None:
         return calibrated_loss(
             logits, batch.input_ids, batch.attention_mask, batch.prefix_lengths, batch.level
