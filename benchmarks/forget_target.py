@@ -88,6 +88,8 @@ RUNS = {
     "dpo": {"method": "dpo", "forget_target": "ascent"},
     # the paper's ICU: ascent, the forget set's mean EL and MA decide
     "icu-paper": {"method": "icu", "forget_target": "ascent", "stop.scope": "mean"},
+    # the prefix held at the reference's NLL too
+    "icu-reference-prefix": {"method": "icu", "forget_target": "reference", "prefix_weight": 1},
     # the kept records watched only, not held by the retain term
     "icu-reference-watched": {
         "method": "icu",
