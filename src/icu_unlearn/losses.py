@@ -42,6 +42,11 @@ def suffix_mask(attention_mask: torch.Tensor, prefix_lengths: torch.Tensor) -> t
     return (is_suffix & attention_mask[:, 1:].bool()).float()
 
 
+def prefix_mask(attention_mask: torch.Tensor, prefix_lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) float mask of the predicted prefix tokens x_t with 1 <= t < t0, not padding."""
+    return (1.0 - suffix_mask(attention_mask, prefix_lengths)) * attention_mask[:, 1:].float()
+
+
 def _kept_mask(logits, attention_mask, prefix_lengths) -> torch.Tensor:
     """(B, K-1) suffix mask of the tokens the K kept positions predict, t = T-K+1 .. T-1."""
     length, kept = attention_mask.shape[1], logits.shape[1]
@@ -251,8 +256,7 @@ def prefix_level_loss(logits, input_ids, attention_mask, prefix_lengths, level) 
     """
     if logits.shape[1] != input_ids.shape[1]:
         raise ValueError("prefix_level_loss needs the logits of every position")
-    prefix = 1.0 - suffix_mask(attention_mask, prefix_lengths)
-    mask = prefix * attention_mask[:, 1:].float()
+    mask = prefix_mask(attention_mask, prefix_lengths)
     return _level_loss(token_logprobs(logits, input_ids), mask, level)
 
 

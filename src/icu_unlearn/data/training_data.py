@@ -117,7 +117,9 @@ def _load_pool(config: RunConfig, forget, tokenizer) -> _Pool:
 
 def _shares_tokens(texts, forget, tokenizer, n: int) -> list[bool]:
     """Per pool text: does its tokenization hold a run of `n` tokens that some forget
-    sample (prefix and suffix) holds? All False with `n` 0."""
+    sample (prefix and suffix) holds? The whole text, not only the tokens a learn sample
+    keeps (`analogous.max_tokens`): a text is refused for a run past them too. All False
+    with `n` 0."""
     if n == 0 or not texts:
         return [False] * len(texts)
     runs = {

@@ -12,6 +12,7 @@ from ..losses import (
     forget_loss,
     positions_needed,
     prefix_level_loss,
+    prefix_mask,
     reference_kl_loss,
     suffix_mask,
 )
@@ -143,9 +144,7 @@ def reference_prefix_nll(batch: Batch) -> torch.Tensor:
     batch's target."""
     targets = batch.input_ids[:, 1:, None]
     logp = batch.target[:, :-1].float().gather(-1, targets).squeeze(-1)  # (B, T-1)
-    prefix = (1.0 - suffix_mask(batch.attention_mask, batch.prefix_lengths)) * (
-        batch.attention_mask[:, 1:].float()
-    )
+    prefix = prefix_mask(batch.attention_mask, batch.prefix_lengths)
     return -(logp * prefix).sum(-1) / prefix.sum(-1).clamp(min=1)
 
 
