@@ -131,21 +131,24 @@ def forget_logits(model, batch: Batch) -> torch.Tensor:
     return logits(model, batch) if batch.target is not None else suffix_logits(model, batch)
 
 
+def _reference_token_logprobs(batch: Batch) -> torch.Tensor:
+    """(B, T-1) log P_ref(x_t | x_<t) of each true token, from the batch's reference target."""
+    targets = batch.input_ids[:, 1:, None]  # (B, T-1, 1): x_t predicted at position t-1
+    return batch.target[:, :-1].float().gather(-1, targets).squeeze(-1)
+
+
 def reference_suffix_logprob_sum(batch: Batch) -> torch.Tensor:
     """(B,) log P_ref(suffix | prefix) from the batch's reference target: NPO's pi_ref
     when its forget target is the reference model."""
-    targets = batch.input_ids[:, 1:, None]  # (B, T-1, 1): x_t predicted at position t-1
-    logp = batch.target[:, :-1].float().gather(-1, targets).squeeze(-1)  # (B, T-1)
+    logp = _reference_token_logprobs(batch)
     return (logp * suffix_mask(batch.attention_mask, batch.prefix_lengths)).sum(-1)
 
 
 def reference_prefix_nll(batch: Batch) -> torch.Tensor:
     """(B,) the reference model's prefix NLL (x_1 .. x_{t0-1}), nats a token, from the
     batch's target."""
-    targets = batch.input_ids[:, 1:, None]
-    logp = batch.target[:, :-1].float().gather(-1, targets).squeeze(-1)  # (B, T-1)
     prefix = prefix_mask(batch.attention_mask, batch.prefix_lengths)
-    return -(logp * prefix).sum(-1) / prefix.sum(-1).clamp(min=1)
+    return -(_reference_token_logprobs(batch) * prefix).sum(-1) / prefix.sum(-1).clamp(min=1)
 
 
 def reference_suffix_nll(batch: Batch) -> torch.Tensor:
