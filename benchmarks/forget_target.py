@@ -90,6 +90,13 @@ RUNS = {
     "icu-paper": {"method": "icu", "forget_target": "ascent", "stop.scope": "mean"},
     # the prefix held at the reference's NLL too
     "icu-reference-prefix": {"method": "icu", "forget_target": "reference", "prefix_weight": 1},
+    # and the kept records held harder against the prefix term's pull on shared boilerplate
+    "icu-reference-prefix-rw3": {
+        "method": "icu",
+        "forget_target": "reference",
+        "prefix_weight": 1,
+        "probe.retain_weight": 3,
+    },
     # the kept records watched only, not held by the retain term
     "icu-reference-watched": {
         "method": "icu",
