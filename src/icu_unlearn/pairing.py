@@ -36,7 +36,7 @@ class Pair:
 @dataclass
 class Pairing:
     pairs: dict[str, list[Pair]]  # forget id -> its k learn samples, nearest first
-    excluded_members: int  # pool rows identical to a forget sample
+    excluded: int  # pool rows the caller ruled out (members, rows sharing a record's tokens)
     excluded_near_copies: int  # other pool rows above the ceiling for some forget sample
     near_copies: dict[int, str] = field(default_factory=dict)  # such a row -> the id it copies
 
@@ -95,13 +95,14 @@ def pair(
     forget_ids: Sequence[str],
     forget_vectors: np.ndarray,
     pool_vectors: np.ndarray,
-    member_mask: np.ndarray,
+    excluded_mask: np.ndarray,
     k: int = 1,
     max_similarity: float = 0.9,
 ) -> Pairing:
     """k nearest allowed pool rows for each forget vector (cosine, ties by pool index).
 
-    Allowed: not a member, and not a near-copy of any forget sample.
+    Allowed: not in `excluded_mask` (the caller's: a member of the forget set, or a row that
+    holds a run of its tokens), and not a near-copy of any forget sample.
     """
     import faiss
 
@@ -110,9 +111,9 @@ def pair(
     near_copies = {
         j: forget_ids[i]
         for j, i in _near_copies(index, forget_vectors, max_similarity).items()
-        if not member_mask[j]
+        if not excluded_mask[j]
     }
-    allowed = ~member_mask
+    allowed = ~excluded_mask
     allowed[list(near_copies)] = False
     excluded = len(pool_vectors) - int(allowed.sum())
     pairs: dict[str, list[Pair]] = {}
@@ -141,7 +142,7 @@ def pair(
                 "analogous.max_similarity or lower analogous.shared_tokens"
             )
         pairs[forget_id] = chosen
-    return Pairing(pairs, int(member_mask.sum()), len(near_copies), near_copies)
+    return Pairing(pairs, int(excluded_mask.sum()), len(near_copies), near_copies)
 
 
 def _rounded(similarity) -> float:

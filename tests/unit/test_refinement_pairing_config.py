@@ -47,7 +47,7 @@ def test_pairing_excludes_members_and_near_copies_deterministically():
     result = pair(["a", "b"], forget, pool, members, k=1, max_similarity=0.99)
     assert [p.pool_index for p in result.pairs["a"]] == [3]
     assert [p.pool_index for p in result.pairs["b"]] == [2]
-    assert result.excluded_members == 1 and result.excluded_near_copies == 1
+    assert result.excluded == 1 and result.excluded_near_copies == 1
     again = pair(["a", "b"], forget, pool, members, k=1, max_similarity=0.99)
     assert again.to_rows() == result.to_rows()
     two = pair(["a"], forget[:1], pool, members, k=2, max_similarity=0.99)
@@ -68,7 +68,7 @@ def test_a_near_copy_of_one_forget_sample_is_never_anothers_pair():
     result = pair(["a", "b"], forget, pool, np.zeros(3, dtype=bool), k=1, max_similarity=0.9)
     assert [p.pool_index for p in result.pairs["a"]] == [2]
     assert [p.pool_index for p in result.pairs["b"]] == [1]
-    assert result.excluded_members == 0
+    assert result.excluded == 0
     assert result.excluded_near_copies == 1 and result.near_copies == {0: "a"}
     two = pair(["a", "b"], forget, pool, np.zeros(3, dtype=bool), k=2, max_similarity=0.9)
     assert all(0 not in [p.pool_index for p in ps] for ps in two.pairs.values())
@@ -89,7 +89,7 @@ def test_near_copies_are_counted_once_however_many_samples_they_copy():
     members = np.array([False, False, False, True])
     result = pair(["a", "b"], forget, pool, members, k=1, max_similarity=0.9)
     assert result.pairs["a"][0].pool_index == 2 and result.pairs["b"][0].pool_index == 2
-    assert (result.excluded_members, result.excluded_near_copies) == (1, 1)
+    assert (result.excluded, result.excluded_near_copies) == (1, 1)
     assert result.near_copies == {0: "a"}
 
 
