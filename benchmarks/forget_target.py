@@ -237,22 +237,15 @@ def main() -> None:
     for name in RUNS:
         if name not in names:
             # measured by an earlier invocation with another --only: shown, not rerun
-            _load_earlier(name, out, manifests, measured)
+            _load_earlier(name, out, protocol, manifests, measured)
     for name in names:  # in the order asked
         manifests[name] = _cached(
             out / f"{name}.manifest.json", lambda n=name: _run(n, protocol, planted, out)
         )
-        model = str(out / name / "model")
-        measured[name] = {
-            "ppl": _cached(out / f"{name}.ppl.json", lambda m=model: _perplexity(m)),
-            "gen": _cached(out / f"{name}.gen.json", lambda m=model: _generations(m, protocol)),
-            "prefix": _cached(
-                out / f"{name}.prefix.json", lambda m=model: _prefix_nll(m, protocol)
-            ),
-            "audit": json.loads((out / name / "audit.json").read_text()),
-        }
+        measured[name] = _measurements(name, out, protocol)
         write_results(manifests, measured, protocol, args)
         if attacks:
+            model = str(out / name / "model")
             measured[name]["attacked"] = _cached(
                 out / f"{name}.attacks.json", lambda m=model: _audit(m, protocol, attacks)
             )["attacks"]
@@ -265,20 +258,36 @@ def _prefix_gap(prefix: dict | None, reference: dict | None) -> str:
     return f"{sum(abs(prefix[i] - reference[i]) for i in prefix) / len(prefix):.2f}"
 
 
-def _load_earlier(name: str, out: Path, manifests: dict, measured: dict) -> None:
-    files = {k: out / f"{name}.{k}.json" for k in ("manifest", "ppl", "gen", "attacks")}
-    if not all(files[k].is_file() for k in ("manifest", "ppl", "gen")):
-        return
-    manifests[name] = json.loads(files["manifest"].read_text())
-    measured[name] = {
-        "ppl": json.loads(files["ppl"].read_text()),
-        "gen": json.loads(files["gen"].read_text()),
-        "audit": json.loads((out / name / "audit.json").read_text()),
+def _measurements(name: str, out: Path, protocol: Protocol, compute: bool = True) -> dict:
+    """A finished run's measurements, each cached in `out` as {name}.{kind}.json; with
+    `compute` False only those already there (the attacked audits too)."""
+    model = str(out / name / "model")
+    kinds = {
+        "ppl": lambda: _perplexity(model),
+        "gen": lambda: _generations(model, protocol),
+        "prefix": lambda: _prefix_nll(model, protocol),
     }
-    if (out / f"{name}.prefix.json").is_file():
-        measured[name]["prefix"] = json.loads((out / f"{name}.prefix.json").read_text())
-    if files["attacks"].is_file():
-        measured[name]["attacked"] = json.loads(files["attacks"].read_text())["attacks"]
+    measured = {"audit": json.loads((out / name / "audit.json").read_text())}
+    for kind, compute_kind in kinds.items():
+        path = out / f"{name}.{kind}.json"
+        if compute:
+            measured[kind] = _cached(path, compute_kind)
+        elif path.is_file():
+            measured[kind] = json.loads(path.read_text())
+    if not compute and (out / f"{name}.attacks.json").is_file():
+        measured["attacked"] = json.loads((out / f"{name}.attacks.json").read_text())["attacks"]
+    return measured
+
+
+def _load_earlier(
+    name: str, out: Path, protocol: Protocol, manifests: dict, measured: dict
+) -> None:
+    """A run measured by an earlier invocation, as far as it got (its table row needs the
+    manifest, perplexity and generations)."""
+    if not all((out / f"{name}.{k}.json").is_file() for k in ("manifest", "ppl", "gen")):
+        return
+    manifests[name] = json.loads((out / f"{name}.manifest.json").read_text())
+    measured[name] = _measurements(name, out, protocol, compute=False)
 
 
 def _gap(m: dict) -> str:
