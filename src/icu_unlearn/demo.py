@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import load_config
@@ -20,7 +20,7 @@ from .io import atomic_write_json
 from .memorize import MemorizeSettings, memorize
 from .metrics.memorization import el_range
 from .models import load_model_and_tokenizer
-from .precision import check_precision
+from .precision import check_precision, resolve
 from .report import write_report
 from .table import clip, text_table
 from .train import unlearn
@@ -73,16 +73,18 @@ class DemoSettings:
         default=None, metadata={"help": "offline data mirror (default: $ICU_DATA_DIR)"}
     )
     precision: str = field(
-        default="fp32",
+        default="auto",
         metadata={
-            "help": "fp32 or bf16 for every step: planting, the scores, ICU and the audits "
-            "(benchmarks/results/bf16_demo.md compares them)"
+            "help": "fp32 or bf16 for every step: planting, the scores, ICU and the audits; "
+            "auto: bf16 where the machine computes it natively (a CPU with AVX-512 BF16 or "
+            "AMX, a GPU that supports it), else fp32 (benchmarks/results/bf16_demo.md "
+            "compares them on the demo's subjects)"
         },
     )
     progress: bool = True
 
     def __post_init__(self):
-        check_precision(self.precision)
+        check_precision(self.precision, auto=True)
 
 
 # `--quick`: the whole pipeline on two short sequences, for CI and a first look.
@@ -101,6 +103,13 @@ QUICK = DemoSettings(
 
 def run_demo(settings: DemoSettings) -> dict:
     started = time.perf_counter()
+    if settings.precision == "auto":
+        settings = replace(settings, precision=resolve("auto"))
+        native = "computes" if settings.precision == "bf16" else "does not compute"
+        print(
+            f"precision: {settings.precision} (this machine {native} bfloat16 natively; "
+            "--precision fp32 or bf16 to choose)"
+        )
     out = Path(settings.out)
     _, tokenizer = load_model_and_tokenizer(settings.model)
     planted_samples = load_forget_set(settings.plant, tokenizer, 50, settings.data_dir)
@@ -112,10 +121,11 @@ def run_demo(settings: DemoSettings) -> dict:
         )
     forget_spec = _ids_spec(ids[:count])
 
-    _step(1, f"plant {len(ids)} sequences of {settings.plant} into {settings.model}")
+    step = _Steps(started)
+    step(1, f"plant {len(ids)} sequences of {settings.plant} into {settings.model}")
     planted = _plant(settings, out / "planted")
 
-    _step(2, "what the planted model emits for each prefix (greedy)")
+    step(2, "what the planted model emits for each prefix (greedy)")
     before = _memorization(planted, settings.plant, settings)
     suffixes = {s.id: s.suffix for s in planted_samples}
     print(_sample_table(before, set(ids[:count]), suffixes))
@@ -125,20 +135,20 @@ def run_demo(settings: DemoSettings) -> dict:
 
     # The kept sequences are measured before and after (steps 2 and 4), not every epoch:
     # a per-epoch probe.retain cost ~15 s an epoch here, a third of the demo's ICU time.
-    _step(
+    step(
         3,
         f"ICU: forget {count} of them ({', '.join(ids[:count])}); keep the other {len(ids) - count}",
     )
     config = load_config(None, icu_settings(settings, planted, forget_spec, out / "icu"))
     result = unlearn(config, overwrite=True, progress=settings.progress)
 
-    _step(4, "the same prefixes after unlearning")
+    step(4, "the same prefixes after unlearning")
     after = _memorization(str(result.model_dir), settings.plant, settings)
     print(_sample_table(after, set(ids[:count]), suffixes))
     ppl_after = _perplexity(str(result.model_dir), settings)
     print(f"\naudit of the forget set after ICU: {result.manifest['audit']['summary']}")
 
-    _step(5, "summary")
+    step(5, "summary")
     summary = _summary(before, after, set(ids[:count]), ppl_before, ppl_after, result)
     for line in summary["lines"]:
         print(line)
@@ -147,6 +157,7 @@ def run_demo(settings: DemoSettings) -> dict:
     print(f"\nreport: {written[0]} (and {written[1].name}); run: {result.out}")
     print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
     summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary["step_seconds"] = step.finish()
     atomic_write_json(out / "demo.json", summary)
     return summary
 
@@ -165,7 +176,7 @@ def icu_settings(settings: DemoSettings, planted: str, forget: str, out: Path) -
         f"analogous.pool_limit={settings.pool_limit}",
         f"out={out}",
         f"audit.holdout={settings.holdout}",
-        f"precision={settings.precision}",
+        f"precision={resolve(settings.precision)}",
         *([f"data_dir={settings.data_dir}"] if settings.data_dir else []),
     ]
 
@@ -174,8 +185,22 @@ def _ids_spec(ids: list[str]) -> str:
     return "lm-extraction:ids=" + ",".join(ids)
 
 
-def _step(number: int, text: str) -> None:
-    print(f"\n== {number}. {text}", flush=True)
+class _Steps:
+    """The demo's numbered banners, each with the time since the start; `finish` gives
+    each step's seconds (demo.json), so that a slow demo says where its time went."""
+
+    def __init__(self, started: float):
+        self.started = started
+        self.marks: list[tuple[int, float]] = []
+
+    def __call__(self, number: int, text: str) -> None:
+        now = time.perf_counter()
+        self.marks.append((number, now))
+        print(f"\n== {number}. {text}  [{now - self.started:.0f} s]", flush=True)
+
+    def finish(self) -> dict[str, float]:
+        ends = [t for _, t in self.marks[1:]] + [time.perf_counter()]
+        return {str(n): round(end - t, 1) for (n, t), end in zip(self.marks, ends, strict=True)}
 
 
 def _plant(settings: DemoSettings, folder: Path) -> str:

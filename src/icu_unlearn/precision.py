@@ -28,10 +28,35 @@ HELP = (
 )
 
 
-def check_precision(value: str, key: str = "precision") -> None:
-    """A one-line refusal of anything but fp32 or bf16."""
-    if value not in PRECISIONS:
-        raise UsageError(f"{key} must be fp32 or bf16, got {value!r}")
+def check_precision(value: str, key: str = "precision", auto: bool = False) -> None:
+    """A one-line refusal of anything but fp32 or bf16 (or auto, where `auto`)."""
+    if value not in PRECISIONS and not (auto and value == "auto"):
+        allowed = "fp32, bf16 or auto" if auto else "fp32 or bf16"
+        raise UsageError(f"{key} must be {allowed}, got {value!r}")
+
+
+def bf16_native() -> bool:
+    """Whether this machine computes bfloat16 natively: a CUDA GPU that says so, else a
+    CPU with AVX-512 BF16 or AMX (Linux's /proc/cpuinfo flags). Elsewhere bf16 would be
+    emulated, slower than fp32, so False."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve(value: str) -> str:
+    """`auto` as bf16 where the machine computes it natively (`bf16_native`), else fp32."""
+    check_precision(value, auto=True)
+    if value != "auto":
+        return value
+    return "bf16" if bf16_native() else "fp32"
 
 
 def autocast(precision: str, device):

@@ -229,6 +229,9 @@ def test_quick_demo_on_the_packaged_model(tmp_path, data_dir):
     for step in ("== 1. plant", "== 2.", "== 3. ICU", "== 4.", "== 5. summary"):
         assert step in proc.stdout
     summary = json.loads((out / "demo.json").read_text())
+    # each step's time, printed in its banner and summed to the demo's (set-up before step 1)
+    assert list(summary["step_seconds"]) == ["1", "2", "3", "4", "5"]
+    assert 0 < sum(summary["step_seconds"].values()) <= summary["seconds"]
     assert summary["forget_ma"][0] >= 0.95  # planted: extractable before
     assert summary["forget_el10"][1] < summary["forget_el10"][0]  # ICU lowered it
     assert summary["forget_ma"][1] < summary["forget_ma"][0]

@@ -86,5 +86,6 @@ def test_a_bad_precision_is_one_line_exit_2(argv, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("icu-unlearn: error: "), lines
-    assert "must be fp32 or bf16, got 'fp16'" in lines[0]
+    allowed = "fp32, bf16 or auto" if argv[0] == "demo" else "fp32 or bf16"
+    assert f"must be {allowed}, got 'fp16'" in lines[0]
     assert not (tmp_path / "out").exists()

@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 
+from icu_unlearn import precision
 from icu_unlearn.audit import AuditSettings, cache
 from icu_unlearn.audit.measure import Context
 from icu_unlearn.errors import UsageError
@@ -33,6 +34,30 @@ def test_bad_precision_is_refused_in_one_line():
         check_precision("fp16")
     with pytest.raises(UsageError):
         autocast("float16", "cpu")
+
+
+def test_auto_is_bf16_exactly_where_the_cpu_has_native_bfloat16(tmp_path, monkeypatch):
+    """`auto` (the demo's default) reads the CPU's flags; fp32 and bf16 pass through;
+    auto is refused where it is not offered."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    flags = {"avx512_bf16": "bf16", "amx_bf16": "bf16", "avx512f": "fp32", "": "fp32"}
+    real_open = open
+    for flag, expected in flags.items():
+        cpuinfo = tmp_path / f"cpuinfo-{flag}"
+        cpuinfo.write_text(f"processor : 0\nflags : fpu sse2 avx2 {flag}\n")
+        monkeypatch.setattr(
+            "builtins.open",
+            lambda path, *a, f=cpuinfo, **k: real_open(
+                f if path == "/proc/cpuinfo" else path, *a, **k
+            ),
+        )
+        assert precision.resolve("auto") == expected, flag
+        assert precision.resolve("fp32") == "fp32" and precision.resolve("bf16") == "bf16"
+    monkeypatch.setattr("builtins.open", real_open)
+    with pytest.raises(UsageError, match="must be fp32 or bf16, got 'auto'"):
+        check_precision("auto")
+    with pytest.raises(UsageError, match="must be fp32, bf16 or auto, got 'fp16'"):
+        precision.resolve("fp16")
 
 
 def test_bf16_scores_are_close_to_fp32_and_not_the_same():
