@@ -358,13 +358,15 @@ class ProbeConfig:
         },
     )
     retain_weight: float = field(
-        default=1.0,
+        default=3.0,
         metadata={
             "help": "Weight of the retain term: every step, KL(P_input || P_theta) at every "
             "position of probe.retain records (their next-token distributions under the input "
             "model, computed once at set-up), so that the records to keep are held, not only "
             "watched. Measured on the 32-sequence protocol: without it the reference target "
-            "cost 4 of the 8 kept records 0.1-0.2 of their MA in 2 epochs. 0: watched only."
+            "cost 4 of the 8 kept records 0.1-0.2 of their MA in 2 epochs; at weight 1 the prefix "
+            "term (prefix_weight) cost a kept LGPL record sharing GPL boilerplate with forget "
+            "records 0.11 of its MA in 2 epochs, at 3 it held. 0: watched only."
         },
     )
     max_perplexity_ratio: float | None = field(
@@ -505,13 +507,13 @@ class RunConfig:
         },
     )
     prefix_weight: float = field(
-        default=0.0,
+        default=1.0,
         metadata={
             "help": "forget_target reference: weight of a term holding each record's prefix "
-            "NLL at the reference's too (the prefix was learnt with the record; KL alone left "
-            "it 1.4 nats a token likelier than under the reference on 32 sequences); 0: off "
-            "(docs/fidelity.md: at 1 with the retain term at 1 a kept record sharing "
-            "boilerplate lost 0.11 of its MA in two epochs)"
+            "NLL at the reference's too (the prefix was learnt with the record: KL on the "
+            "suffix alone left it 1.4 nats a token likelier than under the reference on 32 "
+            "sequences, and its planted argmaxes kept MA above the reference's); 0: off "
+            "(benchmarks/results/forget_target.md, docs/fidelity.md)"
         },
     )
     prefix_length: int = field(
