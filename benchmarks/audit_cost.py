@@ -8,7 +8,8 @@ own so that its wall time and peak RSS are its own.
 
 The default audit: greedy EL/MA and the exact extraction probability, membership against
 the holdout, the reference beside the model; no sampling or beam attack (`--attack`).
-Writes benchmarks/results/audit_cost.md and .json.
+`--precision bf16` audits on bfloat16 weights. Writes benchmarks/results/audit_cost.md
+and .json (audit_cost_bf16.* for bf16).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _audit(args, cache: Path, out: Path) -> dict:
     command = [
         sys.executable, "-m", "icu_unlearn", "audit", "--model", args.model,
         "--forget", args.forget, "--holdout", args.holdout, "--reference", args.reference,
-        "--el-window", "--out", str(out),
+        "--el-window", "--precision", args.precision, "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "ICU_CACHE_DIR": str(cache)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -59,7 +60,14 @@ def main() -> None:
     parser.add_argument("--holdout", default="lm-extraction:32_2")
     parser.add_argument("--reference", default="smollm2-135m")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="the audits' (bf16 writes audit_cost_bf16.md and .json)",
+    )
     args = parser.parse_args()
+    name = "audit_cost" if args.precision == "fp32" else f"audit_cost_{args.precision}"
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"  # empty: the cold audit measures the reference
         cold = _audit(args, cache, Path(tmp) / "cold")
@@ -67,9 +75,10 @@ def main() -> None:
     same = cold["verdicts"] == cached["verdicts"] and cold["stands_out"] == cached["stands_out"]
     results = {"cold": cold, "cached": cached, "same_result": same}
     out = Path(args.results)
-    (out / "audit_cost.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
     lines = [
-        "# The default audit of a 32-sequence result: cold cache and cached reference",
+        "# The default audit of a 32-sequence result: cold cache and cached reference"
+        + ("" if args.precision == "fp32" else f", in {args.precision}"),
         "",
         f"Command: `OMP_NUM_THREADS=1 ICU_DATA_DIR=../shared/data .venv/bin/python "
         f"benchmarks/audit_cost.py {' '.join(sys.argv[1:])}`  ",
@@ -91,7 +100,7 @@ def main() -> None:
         f"cached / cold wall time {cached['wall_seconds'] / cold['wall_seconds']:.2f}; "
         f"same verdicts: {'yes' if same else 'NO'}",
     ]
-    (out / "audit_cost.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
