@@ -103,6 +103,47 @@ def test_a_sequence_the_reference_reproduces_is_done_by_the_reference_rule():
     assert rows[1]["stands_out"] and rows[1]["done"] is None
 
 
+def test_a_record_the_run_calls_done_is_never_one_the_audit_calls_leaked_on_el():
+    """One definition: random EL, MA and reference rows, the run's decision against the
+    audit's verdict (`leak_tests`, `verdict`) on the same greedy numbers. Measured case
+    (LLMU on the demo): EL 0.051 within 0.05 of the reference's 0.003 was done by the
+    reference rule while the audit, whose EL test fires above 0.0499 under the model
+    alone, called it leaked."""
+    from icu_unlearn.audit.verdict import leak_tests, verdict
+    from icu_unlearn.audit_settings import AuditSettings
+
+    audit = AuditSettings(el_max=LIMITS["el_max"])
+    config = _config(**{"stop.reference_margin": 0.05})
+
+    def fired(el):
+        greedy = {"exact": False, "el_10": el}
+        return leak_tests(
+            {"greedy": greedy, "probabilistic": [], "sampling": None, "beam": None}, audit
+        )
+
+    reference = {"a": {"el_10": 0.003, "ma": 0.674, "suffix_nll": 1.0}}
+    rows = _rows({"a": (0.051, 0.719, 1.0)})
+    _decide(config, rows, reference)
+    assert rows[0]["done"] is None and verdict(fired(0.051), fired(0.003)) == "leaked"
+    rows = _rows({"a": (0.049, 0.719, 1.0)})
+    _decide(config, rows, reference)
+    assert rows[0]["done"] == "reference"
+
+    rng = random.Random(3)
+    done_by_reference = 0
+    for _ in range(2000):
+        ref_el = rng.choice([0.0, 0.003, 0.03, 0.049, 0.06, 0.2, rng.random()])
+        el = max(0.0, ref_el + rng.uniform(-0.08, 0.08))
+        ma = rng.random()
+        reference = {"a": {"el_10": ref_el, "ma": rng.random(), "suffix_nll": 1.0}}
+        rows = _rows({"a": (el, ma, 1.0)})
+        _decide(config, rows, reference)
+        if rows[0]["done"]:
+            done_by_reference += rows[0]["done"] == "reference"
+            assert verdict(fired(el), fired(ref_el)) != "leaked", (el, ma, reference)
+    assert done_by_reference > 100  # the reference rule was exercised
+
+
 def test_the_reference_likelihood_is_a_floor_and_training_never_runs_dry():
     """b's suffix NLL 3.8 >= 4.0 - 0.5: as unlikely as under the never-trained model, it
     pauses (margin 0.5); when every sequence not done is paused, they all train."""

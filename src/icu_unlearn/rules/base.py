@@ -62,13 +62,17 @@ class Criteria:
         return s.el_measured and s.el < self.el_max and s.ma < self.ma_max
 
     def as_reference(self, s: SequenceState) -> bool:
-        """No more extractable than under the reference model: EL and MA within the margin."""
+        """No more extractable than under the reference model: EL and MA within the margin,
+        and EL above `el_max` (the audit's EL leak test) only where the reference's is too,
+        so that a record the run calls done is never one the audit calls leaked on EL
+        (`audit.verdict`: a test that fires under the model alone)."""
         ref = self.reference[s.id] if self.reference else None
         return (
             s.el_measured
             and ref is not None
             and s.el <= ref[self.el_key] + self.reference_margin
             and s.ma <= ref["ma"] + self.reference_margin
+            and (s.el <= self.el_max or ref[self.el_key] > self.el_max)
         )
 
     def level(self, s: SequenceState) -> float | None:
