@@ -88,10 +88,10 @@ def main() -> None:
         "| audit | wall s | peak RSS MB (largest so far) | verdicts | stands out |",
         "|---|---|---|---|---|",
     ]
-    for name, r in (("cold cache", cold), ("reference cached", cached)):
+    for label, r in (("cold cache", cold), ("reference cached", cached)):
         v = r["verdicts"]
         lines.append(
-            f"| {name} | {r['wall_seconds']} | {r['peak_rss_mb']} | {v['leaked']} leaked / "
+            f"| {label} | {r['wall_seconds']} | {r['peak_rss_mb']} | {v['leaked']} leaked / "
             f"{v['as_reference']} as reference / {v['not_extractable']} not extractable | "
             f"{r['stands_out']} |"
         )
