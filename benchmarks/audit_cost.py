@@ -64,10 +64,14 @@ def main() -> None:
         "--precision",
         default="fp32",
         choices=["fp32", "bf16"],
-        help="the audits' (bf16 writes audit_cost_bf16.md and .json)",
+        help="the audits' (bf16 writes audit_cost_bf16.md and .json; OMP_NUM_THREADS=2 "
+        "adds _2threads)",
     )
     args = parser.parse_args()
-    name = "audit_cost" if args.precision == "fp32" else f"audit_cost_{args.precision}"
+    # the audits' torch threads: OMP_NUM_THREADS as given (1 beside another job, 2 alone)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
+    name = "audit_cost" + ("" if args.precision == "fp32" else f"_{args.precision}")
+    name += "" if threads == 1 else f"_{threads}threads"
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"  # empty: the cold audit measures the reference
         cold = _audit(args, cache, Path(tmp) / "cold")
@@ -80,10 +84,11 @@ def main() -> None:
         "# The default audit of a 32-sequence result: cold cache and cached reference"
         + ("" if args.precision == "fp32" else f", in {args.precision}"),
         "",
-        f"Command: `OMP_NUM_THREADS=1 ICU_DATA_DIR=../shared/data .venv/bin/python "
+        f"Command: `OMP_NUM_THREADS={threads} ICU_DATA_DIR=../shared/data .venv/bin/python "
         f"benchmarks/audit_cost.py {' '.join(sys.argv[1:])}`  ",
         f"Each audit: `icu-unlearn {cold['command']}` (the output folder a temporary one)  ",
-        f"Machine: {platform.machine()}, 2-core CPU, one thread; {time.strftime('%Y-%m-%d')}",
+        f"Machine: {platform.machine()}, {os.cpu_count()}-core CPU, "
+        f"{threads} thread{'s' if threads > 1 else ''}; {time.strftime('%Y-%m-%d')}",
         "",
         "| audit | wall s | peak RSS MB (largest so far) | verdicts | stands out |",
         "|---|---|---|---|---|",

@@ -109,9 +109,20 @@ def make_accelerator() -> Accelerator:
     if torch.cuda.is_available():
         return _whole_loads(Accelerator())
     if _asked("ACCELERATE_USE_DEEPSPEED") and importlib.util.find_spec("deepspeed"):
+        _no_shm_kernel()
         PartialState(backend="gloo")
         return _whole_loads(Accelerator())
     return Accelerator(cpu=True)
+
+
+def _no_shm_kernel() -> None:
+    """DeepSpeed on CPU compiles a shared-memory all-reduce kernel on its first collective
+    (measured here: 60-90 s with both cores busy, and it needs a C++ toolchain; rebuilt
+    for every new install path). A CPU run's collectives go through gloo, as DDP's do, so
+    DeepSpeed is told the kernel is unavailable and falls back to torch.distributed."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def _whole_loads(accelerator: Accelerator) -> Accelerator:
