@@ -8,11 +8,11 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT
-from tests.integration.test_eval_cli import run_cli
+from tests.integration.test_eval_cli import call_cli
 
 
 def _audit(scenario, out, *extra, env=None):
-    return run_cli(
+    return call_cli(
         "audit", "--model", str(scenario["planted_model"]), "--forget", str(scenario["forget"]),
         "--reference", str(scenario["base"]), "--prefix-length", "20", "--attack", "sample:8",
         "--attack", "beam:2", "--out", str(out), *extra, env=env,
@@ -62,7 +62,7 @@ def test_a_run_audits_its_result(scenario, tmp_path):
         "max_epochs": 1, "stop.reference": scenario["base"], "audit.holdout": scenario["heldout"],
         "audit.schemes": "[{top_k: 5}, {temperature: 0.5}]",
     }  # fmt: skip
-    proc = run_cli(
+    proc = call_cli(
         "run", *(a for k, v in settings.items() for a in ("--set", f"{k}={v}")), "--out", str(out)
     )
     assert proc.returncode == 3, proc.stderr  # one epoch at a tiny rate: nothing forgotten yet

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 
+from icu_unlearn.cli import main
 from icu_unlearn.models import gpt2_tokenizer, prepare_tokenizer
 from tests.conftest import ROOT, tiny_gpt_neo
 
@@ -24,6 +28,8 @@ def third_party_lines(proc: subprocess.CompletedProcess) -> list[str]:
 
 
 def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`icu-unlearn ARGS` in a process of its own, as a shell runs it: what a test of the
+    exit status, signals, faults or every line a library prints needs."""
     env = os.environ | {"PYTHONPATH": str(ROOT)} | (env or {})
     return subprocess.run(
         [sys.executable, "-m", "icu_unlearn", *args],
@@ -33,6 +39,24 @@ def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subproce
         env=env,
         cwd=ROOT,
     )
+
+
+def call_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`icu-unlearn ARGS` through the same entry point in the test's process, with what it
+    prints to sys.stdout and sys.stderr: for tests of what a command writes and returns,
+    without a new interpreter importing torch and transformers (5-10 s a call here). Not
+    for tests of everything on stderr: a library's handler made earlier writes past it."""
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        mock.patch.dict(os.environ, env or {}),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse's own errors
+            code = exit_.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +189,7 @@ def test_bad_input_exits_2_with_one_line_and_no_files(case, tiny_model_dir, tmp_
 
 
 def test_data_list_shows_the_mirror(data_dir):
-    proc = run_cli("data", "list", "--data-dir", str(data_dir))
+    proc = call_cli("data", "list", "--data-dir", str(data_dir))
     assert proc.returncode == 0
     line = next(x for x in proc.stdout.splitlines() if "lm_extraction_128_0.csv" in x)
     assert line.split()[1] == "yes"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from icu_unlearn import load_config, unlearn
-from tests.integration.test_eval_cli import run_cli
+from tests.integration.test_eval_cli import call_cli, run_cli
 
 # lr 1e-3: the rate of the tiny scenario (12 planted, 4 forgotten)
 COMMON = {"lr": 1e-3, "batch_size": 4, "prefix_length": 20, "audit.enabled": "false"}
@@ -88,7 +88,7 @@ def test_a_reference_with_another_tokenizer_is_refused(scenario, tmp_path):
         f"model={scenario['planted_model']}", f"forget={scenario['forget']}", "prefix_length=20",
         f"stop.reference={other}",
     ]  # fmt: skip
-    proc = run_cli("run", *(a for s in sets for a in ("--set", s)), "--out", str(out))
+    proc = call_cli("run", *(a for s in sets for a in ("--set", s)), "--out", str(out))
     assert proc.returncode == 2 and "another tokenizer" in proc.stderr, proc.stderr
     assert not out.exists()
 

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 from icu_unlearn.config import load_config
 from icu_unlearn.methods import METHODS
 from icu_unlearn.models import gpt2_tokenizer, weights_digest
-from tests.integration.test_eval_cli import run_cli
+from tests.integration.test_eval_cli import call_cli
 from tests.scenario import write_scenario
 
 
@@ -24,7 +24,7 @@ def base_scenario(tmp_path_factory, data_dir):
 
 def _run(base_scenario, tmp_path, method, *extra):
     out = tmp_path / method
-    proc = run_cli(
+    proc = call_cli(
         "run",
         "--set",
         f"model={base_scenario['base']}",

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from icu_unlearn import criteria, evaluate, load_config, methods, unlearn
 from icu_unlearn.evaluate import EvalSettings
-from tests.integration.test_eval_cli import run_cli
+from tests.integration.test_eval_cli import call_cli, run_cli
 from tests.run_logs import scored_alike, without_times
 
 STRONG = {"lr": 2e-4, "alpha": 1.0, "beta": 3.0, "batch_size": 4}
@@ -109,7 +109,7 @@ def test_a_sequence_the_reference_reproduces_ends_done_by_the_reference_rule(
 def test_too_few_epochs_end_incomplete_with_exit_code_3_and_the_ids(scenario, tmp_path):
     out = tmp_path / "run"
     args = [f"{k}={v}" for k, v in {"lr": 1e-5, "batch_size": 2, "max_epochs": 1}.items()]
-    proc = run_cli(
+    proc = call_cli(
         "run", "--set", f"model={scenario['planted_model']}", "--set", f"forget={scenario['forget']}",
         "--set", f"analogous.pool={scenario['pool']}", "--set", "prefix_length=20",
         *(a for s in args for a in ("--set", s)), "--out", str(out),
@@ -408,7 +408,7 @@ def test_a_run_that_wrecks_the_retained_records_stops_names_them_and_exits_3(sce
         "max_epochs": 3,
     }  # fmt: skip
     sets = [a for k, v in keys.items() for a in ("--set", f"{k}={v}")]
-    proc = run_cli("run", *sets, "--out", str(out))
+    proc = call_cli("run", *sets, "--out", str(out))
     assert proc.returncode == 3, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "retain_damaged" and manifest["epochs"] == 0

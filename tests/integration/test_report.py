@@ -12,7 +12,7 @@ import pytest
 from icu_unlearn import load_config, unlearn
 from icu_unlearn.models import gpt2_tokenizer
 from icu_unlearn.privacy import TEXT_FIELDS
-from tests.integration.test_eval_cli import run_cli
+from tests.integration.test_eval_cli import call_cli, run_cli
 from tests.scenario import write_scenario
 
 
@@ -54,7 +54,7 @@ def _forgotten_texts(run_dir) -> list[str]:
 
 
 def test_report_has_the_comparison_curves_and_generations(runs, tmp_path):
-    proc = run_cli("report", *map(str, runs), "--out", str(tmp_path / "report.html"), "--text")
+    proc = call_cli("report", *map(str, runs), "--out", str(tmp_path / "report.html"), "--text")
     assert proc.returncode == 0, proc.stderr
     page = (tmp_path / "report.html").read_text()
     markdown = (tmp_path / "report.md").read_text()
@@ -74,7 +74,7 @@ def test_report_has_the_comparison_curves_and_generations(runs, tmp_path):
 def test_a_report_without_text_contains_no_forgotten_text(runs, tmp_path, flags):
     """By default (and with --redact, kept as a no-op for old command lines) every prefix,
     true suffix and generation is a hash: a report is written to be shared."""
-    proc = run_cli("report", *map(str, runs), "--out", str(tmp_path / "r.md"), *flags)
+    proc = call_cli("report", *map(str, runs), "--out", str(tmp_path / "r.md"), *flags)
     assert proc.returncode == 0, proc.stderr
     outputs = [(tmp_path / "r.html").read_text(), (tmp_path / "r.md").read_text()]
     texts = [t for run in runs for t in _forgotten_texts(run)]
@@ -100,7 +100,7 @@ def test_report_shows_a_later_audit_of_the_runs_model_beside_the_runs_own(runs, 
     run = tmp_path / runs[0].name
     shutil.copytree(runs[0], run)  # the run's own audit.json keeps its older time
     manifest = json.loads((run / "manifest.json").read_text())
-    proc = run_cli(
+    proc = call_cli(
         "audit", "--model", str(run / "model"), "--forget", manifest["config"]["forget"],
         "--prefix-length", "20", "--attack", "quantize:8", "--out", str(run / "audit-later"),
     )  # fmt: skip
@@ -110,7 +110,7 @@ def test_report_shows_a_later_audit_of_the_runs_model_beside_the_runs_own(runs, 
     attacked = summary_line(later["attacks"]["quantize:8"]["aggregates"])
     assert summary in proc.stdout.splitlines() and f"after quantize:8: {attacked}" in proc.stdout
 
-    proc = run_cli("report", str(run), "--out", str(tmp_path / "r.md"))
+    proc = call_cli("report", str(run), "--out", str(tmp_path / "r.md"))
     assert proc.returncode == 0, proc.stderr
     shown = f"latest audit (audit-later/audit.json, attacks quantize:8): {summary}"
     assert f"{run.name}: {shown}" in proc.stdout.splitlines()
@@ -120,7 +120,7 @@ def test_report_shows_a_later_audit_of_the_runs_model_beside_the_runs_own(runs, 
     markdown = (tmp_path / "r.md").read_text()
     assert f"- {shown}" in markdown and "| audit | latest audit |" in markdown
     # eval of the same model says the same
-    proc = run_cli(
+    proc = call_cli(
         "eval", "--model", str(run / "model"), "--forget", manifest["config"]["forget"],
         "--prefix-length", "20",
     )  # fmt: skip

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 from icu_unlearn import evaluate, load_config, unlearn
 from icu_unlearn.evaluate import EvalSettings
 from icu_unlearn.report import load_run, markdown_table
-from tests.integration.test_eval_cli import run_cli, third_party_lines
+from tests.integration.test_eval_cli import call_cli, run_cli, third_party_lines
 from tests.run_logs import scored_alike, without_times
 
 
@@ -40,7 +40,7 @@ def test_icu_forgets_a_third_and_keeps_the_rest(scenario, tmp_path):
     retained_before = evaluate(
         str(scenario["planted_model"]), str(scenario["retained"]), prefix_length=20
     ).summary["ma"]
-    proc = run_cli("run", str(config), "--out", str(out))
+    proc = call_cli("run", str(config), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "criteria_met"
@@ -104,7 +104,7 @@ def test_a_used_run_directory_is_refused(scenario, tmp_path):
     out = tmp_path / "used"
     out.mkdir()
     (out / "manifest.json").write_text("{}")
-    proc = run_cli(
+    proc = call_cli(
         "run",
         "--set",
         f"model={scenario['base']}",
@@ -143,12 +143,12 @@ def test_a_finished_run_removes_its_checkpoints_and_says_so_on_resume(scenario, 
         "were removed; to extend a run later, start it with --keep-checkpoints"
     ]
     kept = tmp_path / "kept"
-    proc = run_cli(*args[:-1], str(kept), "--keep-checkpoints")
+    proc = call_cli(*args[:-1], str(kept), "--keep-checkpoints")
     assert proc.returncode == 3 and (kept / "checkpoints" / "LATEST").is_file()
 
 
 def test_methods_lists_the_registry():
-    proc = run_cli("methods")
+    proc = call_cli("methods")
     assert proc.returncode == 0 and proc.stdout.startswith("icu ")
 
 
