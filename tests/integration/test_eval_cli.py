@@ -221,7 +221,7 @@ def test_hub_style_loading_from_a_local_folder(tiny_model_dir):
 @pytest.mark.slow
 def test_eval_on_the_packaged_model(tmp_path, data_dir):
     out = tmp_path / "eval"
-    proc = run_cli(
+    proc = call_cli(
         "eval",
         "--model",
         "smollm2-135m",
@@ -229,7 +229,6 @@ def test_eval_on_the_packaged_model(tmp_path, data_dir):
         "lm-extraction:ids=5",
         "--out",
         str(out),
-        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     row = json.loads((out / "memorization.jsonl").read_text())
@@ -313,14 +312,14 @@ def test_eval_with_a_judge_scores_every_generation(tiny_model_dir, forget_file, 
 def test_utility_writes_after_each_task_and_resumes(tiny_model_dir, tmp_path, data_dir):
     out = tmp_path / "utility"
     args = ["utility", "--model", str(tiny_model_dir), "--tasks", "pile,wikitext", "--limit", "2"]
-    proc = run_cli(*args, "--out", str(out), "--data-dir", str(data_dir))
+    proc = call_cli(*args, "--out", str(out), "--data-dir", str(data_dir))
     assert proc.returncode == 0, proc.stderr
     whole = json.loads((out / "utility.json").read_text())
     assert whole["complete"] and whole["model"] == str(tiny_model_dir)
     # an interrupted run: pile written, wikitext not yet
     partial = whole | {"complete": False, "tasks": {"pile": whole["tasks"]["pile"]}}
     (out / "utility.json").write_text(json.dumps(partial))
-    proc = run_cli(*args, "--out", str(out), "--data-dir", str(data_dir), "--resume")
+    proc = call_cli(*args, "--out", str(out), "--data-dir", str(data_dir), "--resume")
     assert proc.returncode == 0, proc.stderr
     resumed = json.loads((out / "utility.json").read_text())
     assert resumed["complete"] and resumed["tasks"]["pile"] == whole["tasks"]["pile"]
