@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from icu_unlearn import checkpoint
 from tests.conftest import ROOT
-from tests.integration.test_eval_cli import run_cli
+from tests.integration.test_eval_cli import call_cli, run_cli
 
 
 def _args(scenario, out):
@@ -51,7 +51,7 @@ def _code(out) -> int:
 @pytest.fixture(scope="module")
 def uninterrupted(scenario, tmp_path_factory):
     out = tmp_path_factory.mktemp("faults") / "whole"
-    proc = run_cli(*_args(scenario, out))
+    proc = call_cli(*_args(scenario, out))
     assert proc.returncode == _code(out), proc.stderr
     return _final(out)
 
@@ -77,7 +77,7 @@ def test_a_killed_run_resumed_with_fewer_epochs_finishes_at_its_checkpoint(scena
     saved = load_file(survivor / "model.safetensors")
     args = _args(scenario, out)
     args[args.index("max_epochs=4")] = "max_epochs=2"
-    resumed = run_cli(*args, "--resume")
+    resumed = call_cli(*args, "--resume")
     assert resumed.returncode == 3, resumed.stderr
     manifest, epochs, _, weights = _final(out)
     assert manifest["status"] == "incomplete" and manifest["epochs"] == 2 and len(epochs) == 2
@@ -99,7 +99,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(scenario, uninterrupted
     if point.startswith("checkpoint_write"):
         partial = [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp-")]
         assert partial and not (partial[0] / "state.json").exists()
-    resumed = run_cli(*_args(scenario, out), "--resume")
+    resumed = call_cli(*_args(scenario, out), "--resume")
     assert resumed.returncode == _code(out), resumed.stderr
     _assert_same(uninterrupted, _final(out))
 
@@ -124,6 +124,6 @@ def test_sigint_stops_cleanly_and_resumes(scenario, uninterrupted, tmp_path):
     assert "continue with --resume" in stderr and "Traceback" not in stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
-    resumed = run_cli(*_args(scenario, out), "--resume")
+    resumed = call_cli(*_args(scenario, out), "--resume")
     assert resumed.returncode == _code(out), resumed.stderr
     _assert_same(uninterrupted, _final(out))

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.integration.test_distributed import _launch
-from tests.integration.test_eval_cli import run_cli
+from tests.integration.test_eval_cli import call_cli, run_cli
 
 
 def _plant_args(scenario, out, epochs: int = 6) -> list[str]:
@@ -48,7 +48,7 @@ def _assert_same_weights(a, b, rtol=1e-5, atol=1e-6):
 @pytest.fixture(scope="module")
 def one_process_planting(scenario, tmp_path_factory):
     out = tmp_path_factory.mktemp("plant-one") / "planting"
-    proc = run_cli(*_plant_args(scenario, out))
+    proc = call_cli(*_plant_args(scenario, out))
     assert proc.returncode == 3, proc.stderr  # 3: the target MA was not reached
     assert "did NOT reach" in proc.stdout
     return out
@@ -75,7 +75,7 @@ def test_a_killed_planting_resumes_to_the_same_model(scenario, one_process_plant
     out = tmp_path / "planting"
     killed = run_cli(*_plant_args(scenario, out), env={"ICU_UNLEARN_FAULT": "train_step:3"})
     assert killed.returncode == -9 and not (out / "model").exists()
-    resumed = run_cli(*_plant_args(scenario, out), "--resume")
+    resumed = call_cli(*_plant_args(scenario, out), "--resume")
     assert resumed.returncode == 3, resumed.stderr
     _assert_same_weights(_weights(one_process_planting), _weights(out))
     one = json.loads((one_process_planting / "memorize.json").read_text())
@@ -85,7 +85,7 @@ def test_a_killed_planting_resumes_to_the_same_model(scenario, one_process_plant
 
 def test_a_planting_run_directory_loads_as_its_model(scenario, one_process_planting):
     """`--model DIR` of a run or planting directory means its model/ folder."""
-    proc = run_cli(
+    proc = call_cli(
         "eval",
         "--model",
         str(one_process_planting),
