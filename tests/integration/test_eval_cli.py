@@ -261,6 +261,9 @@ def test_quick_demo_on_the_packaged_model(tmp_path, data_dir):
     assert (out / "report.html").is_file() and (out / "icu" / "model" / "config.json").is_file()
     manifest = json.loads((out / "icu" / "manifest.json").read_text())
     assert manifest["status"] in ("criteria_met", "incomplete")
+    # the kept sequence is held by the retain term and watched every epoch
+    assert list(manifest["retained"]["per_record"]) == ["2831"]
+    assert manifest["retained"]["damaged"] == {}
     assert (proc.returncode == 3) == (manifest["status"] == "incomplete")
     assert "audit of the forget set" in proc.stdout and manifest["audit"]["verdicts"]
     assert third_party_lines(proc) == []  # no bitsandbytes, DeepSpeed or kernels notice
