@@ -105,8 +105,10 @@ def _demo_settings(planted: str, out: Path) -> list[str]:
     _, tokenizer = load_model_and_tokenizer(planted)
     ids = [s.id for s in load_forget_set(report["forget"], tokenizer)]
     forget = "lm-extraction:ids=" + ",".join(ids[: len(ids) // 2])  # the demo's forget half
-    kept = [s for s in icu_settings(settings, planted, forget, out) if not s.startswith("out=")]
-    return [*kept, "audit.enabled=false"]  # the epochs are measured here, not the audit
+    keep = "lm-extraction:ids=" + ",".join(ids[len(ids) // 2 :])  # and its kept half, held
+    sets = icu_settings(settings, planted, forget, out, keep=keep)
+    sets = [s for s in sets if not s.startswith("out=")]
+    return [*sets, "audit.enabled=false"]  # the epochs are measured here, not the audit
 
 
 def _child(overrides: list[str]) -> None:

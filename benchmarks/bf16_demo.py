@@ -5,7 +5,9 @@ time, epochs, every per-sequence decision of every epoch, and the end-of-run aud
         --planted runs/demo/planted --out runs/bf16-demo
 
 Both runs take the demo's default settings but `precision` (so its reference model,
-pool and holdout), on the same machine and thread count: run it on an idle machine for
+pool and holdout; its kept half watched before and after only, as the demo did when
+this was measured, not held by `probe.retain` as it is now), on the same machine and
+thread count: run it on an idle machine for
 a time ratio worth reading. A finished run is kept in --out and a killed one resumes
 from its newest checkpoint, so a stopped benchmark goes on where it stopped (a resumed
 run's time is the sum of its epochs' and its audit's, not its wall time). Writes
