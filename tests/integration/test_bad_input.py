@@ -10,10 +10,9 @@ import json
 import pytest
 from transformers import ViTConfig
 
-from icu_unlearn.cli import main
 from icu_unlearn.models import gpt2_tokenizer
 from tests.conftest import tiny_llama
-from tests.integration.test_eval_cli import run_cli
+from tests.integration.test_eval_cli import call_cli, run_cli
 from tests.scenario import write_scenario
 
 
@@ -120,21 +119,9 @@ CASES = [
 # Through a process of its own, as a shell runs `icu-unlearn` (what reaches the shell: the
 # exit status, every line on stderr): one case found while reading the config, one while
 # scoring the model. The others call the same entry point in the test's process, its
-# stderr captured at the file descriptor: the same code and output, without a new
-# interpreter importing torch and transformers for each (about 10 s a case here).
+# stderr captured at the file descriptor (`call_cli`): the same code and output, without
+# a new interpreter importing torch and transformers for each (about 10 s a case here).
 IN_A_PROCESS = {"malformed yaml", "already forgotten"}
-
-
-def _icu_unlearn(name: str, args: list[str], capfd) -> tuple[int, str]:
-    if name in IN_A_PROCESS:
-        proc = run_cli(*args)
-        return proc.returncode, proc.stderr
-    capfd.readouterr()
-    try:
-        code = main(args)
-    except SystemExit as exit_:  # argparse's own errors
-        code = exit_.code
-    return code, capfd.readouterr().err
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -145,7 +132,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, base, tmp_path, c
     out = tmp_path / "out" if name != "unwritable output" else "/proc/icu-unlearn-out"
     before = _tree_digest(base["base"]), config.read_text()
     args = [a for o in overrides for a in ("--set", o)]
-    code, stderr = _icu_unlearn(name, ["run", str(config), *args, "--out", str(out)], capfd)
+    argv = ("run", str(config), *args, "--out", str(out))
+    proc = run_cli(*argv) if name in IN_A_PROCESS else call_cli(*argv, capfd=capfd)
+    code, stderr = proc.returncode, proc.stderr
     assert code == 2, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("icu-unlearn: error: "), stderr

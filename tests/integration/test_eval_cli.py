@@ -41,21 +41,27 @@ def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subproce
     )
 
 
-def call_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`icu-unlearn ARGS` through the same entry point in the test's process, with what it
-    prints to sys.stdout and sys.stderr: for tests of what a command writes and returns,
-    without a new interpreter importing torch and transformers (5-10 s a call here). Not
-    for tests of everything on stderr: a library's handler made earlier writes past it."""
+def call_cli(*args: str, env: dict | None = None, capfd=None) -> subprocess.CompletedProcess:
+    """`icu-unlearn ARGS` through the same entry point in the test's process: for tests of
+    what a command writes and returns, without a new interpreter importing torch and
+    transformers (5-10 s a call here). Its output is what it prints to sys.stdout and
+    sys.stderr, or, given pytest's `capfd`, everything written to file descriptors 1 and
+    2 meanwhile (a library's handler made earlier included): for tests of every line."""
+    if capfd is not None:
+        capfd.readouterr()  # what came before is not this command's
     out, err = io.StringIO(), io.StringIO()
-    with (
-        mock.patch.dict(os.environ, env or {}),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.dict(os.environ, env or {}))
+        if capfd is None:
+            stack.enter_context(contextlib.redirect_stdout(out))
+            stack.enter_context(contextlib.redirect_stderr(err))
         try:
             code = main(list(args))
         except SystemExit as exit_:  # argparse's own errors
             code = exit_.code
+    if capfd is not None:
+        captured = capfd.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
@@ -168,7 +174,9 @@ def _bad(tmp_path, name, text):
     "case",
     ["missing field", "empty file", "text too short to split", "unknown doc_id", "no model"],
 )
-def test_bad_input_exits_2_with_one_line_and_no_files(case, tiny_model_dir, tmp_path, data_dir):
+def test_bad_input_exits_2_with_one_line_and_no_files(
+    case, tiny_model_dir, tmp_path, data_dir, capfd
+):
     model = str(tiny_model_dir)
     forget = {
         "missing field": lambda: _bad(tmp_path, "a.jsonl", '{"id": 1, "prefix": "x"}\n'),
@@ -180,7 +188,8 @@ def test_bad_input_exits_2_with_one_line_and_no_files(case, tiny_model_dir, tmp_
     if case == "no model":
         model = str(tmp_path / "no-such-model")
     out = tmp_path / "out"
-    proc = run_cli("eval", "--model", model, "--forget", forget, "--out", str(out), "--el-n", "2")
+    args = ("eval", "--model", model, "--forget", forget, "--out", str(out), "--el-n", "2")
+    proc = call_cli(*args, capfd=capfd)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("icu-unlearn: error:"), proc.stderr

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from icu_unlearn import load_config, unlearn
-from tests.integration.test_eval_cli import call_cli, run_cli
+from tests.integration.test_eval_cli import call_cli
 
 # lr 1e-3: the rate of the tiny scenario (12 planted, 4 forgotten)
 COMMON = {"lr": 1e-3, "batch_size": 4, "prefix_length": 20, "audit.enabled": "false"}
@@ -57,13 +57,13 @@ def test_the_calibrated_target_pulls_each_suffix_toward_never_seen_text(scenario
         (["forget_target=reference", "method=dpo", "stop.reference={base}"], "dpo has not"),
     ],
 )
-def test_a_target_without_its_inputs_is_refused(scenario, tmp_path, keys, message):
+def test_a_target_without_its_inputs_is_refused(scenario, tmp_path, keys, message, capfd):
     out = tmp_path / "run"
     sets = [
         f"model={scenario['planted_model']}", f"forget={scenario['forget']}",
         "prefix_length=20", *(k.format(base=scenario["base"]) for k in keys),
     ]  # fmt: skip
-    proc = run_cli("run", *(a for s in sets for a in ("--set", s)), "--out", str(out))
+    proc = call_cli("run", *(a for s in sets for a in ("--set", s)), "--out", str(out), capfd=capfd)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1 and not out.exists()
 

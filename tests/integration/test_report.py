@@ -12,7 +12,7 @@ import pytest
 from icu_unlearn import load_config, unlearn
 from icu_unlearn.models import gpt2_tokenizer
 from icu_unlearn.privacy import TEXT_FIELDS
-from tests.integration.test_eval_cli import call_cli, run_cli
+from tests.integration.test_eval_cli import call_cli
 from tests.scenario import write_scenario
 
 
@@ -86,8 +86,8 @@ def test_a_report_without_text_contains_no_forgotten_text(runs, tmp_path, flags)
     assert all("report --text" in out for out in outputs)  # how to see them
 
 
-def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):
-    proc = run_cli("report", str(tmp_path), "--out", str(tmp_path / "r.html"))
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capfd):
+    proc = call_cli("report", str(tmp_path), "--out", str(tmp_path / "r.html"), capfd=capfd)
     assert proc.returncode == 2 and "no manifest.json" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "r.html").exists()
 
