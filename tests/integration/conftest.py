@@ -8,7 +8,7 @@ import json
 import pytest
 
 from icu_unlearn.models import gpt2_tokenizer
-from tests.integration.test_eval_cli import run_cli
+from tests.integration.test_eval_cli import call_cli
 from tests.scenario import write_scenario
 
 
@@ -17,7 +17,7 @@ def scenario(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("planted-scenario")
     paths = write_scenario(root, data_dir, gpt2_tokenizer())
     planting = root / "planting"  # a run directory: the planted model is its model/
-    proc = run_cli(
+    proc = call_cli(
         "memorize",
         "--model",
         str(paths["base"]),

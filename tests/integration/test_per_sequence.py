@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from icu_unlearn import criteria, evaluate, load_config, methods, unlearn
 from icu_unlearn.evaluate import EvalSettings
-from tests.integration.test_eval_cli import call_cli, run_cli
+from tests.integration.test_eval_cli import call_cli
 from tests.run_logs import scored_alike, without_times
 
 STRONG = {"lr": 2e-4, "alpha": 1.0, "beta": 3.0, "batch_size": 4}
@@ -65,7 +65,7 @@ def reference_model(scenario, tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
     first = scenario["forget"].read_text().splitlines()[0]
     (root / "first.jsonl").write_text(first + "\n")
-    proc = run_cli(
+    proc = call_cli(
         "memorize", "--model", str(scenario["base"]), "--forget", str(root / "first.jsonl"),
         "--out", str(root / "planting"), "--lr", "1e-2", "--max-epochs", "300",
         # every token: at MA 0.97 one wrong suffix token left its EL at 0.27, not the
