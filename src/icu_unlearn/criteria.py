@@ -64,13 +64,20 @@ def load_probes(config: RunConfig, tokenizer, forget, vocab_size) -> dict[str, l
     return probes
 
 
-def measure_probes(model, tokenizer, probes: dict, settings: EvalSettings, procs) -> dict:
-    """What the run must not break: MA/EL of retained sequences, held-out perplexity."""
+def measure_probes(
+    model, tokenizer, probes: dict, settings: EvalSettings, procs, drafts: dict | None = None
+) -> dict:
+    """What the run must not break: MA/EL of retained sequences, held-out perplexity.
+
+    `drafts`: the kept records' continuations from the last scoring, verified instead of
+    decoded and updated (`evaluate.score_samples`; a kept record's barely move, so a
+    verification pass replaces most of its EL's decoding); the scores are the same."""
     result = {}
     if "retain" in probes:
         rows = score_samples(
-            model, tokenizer, probes["retain"], settings, procs=procs, similarity=False
-        )
+            model, tokenizer, probes["retain"], settings, procs=procs, similarity=False,
+            drafts=drafts,
+        )  # fmt: skip
         el = f"el_{settings.el_n}"
         result["retain_el"], result["retain_ma"] = mean(rows, el), mean(rows, "ma")
         # each kept record's own: a mean can hide one record lost among many kept

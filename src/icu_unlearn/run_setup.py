@@ -214,6 +214,7 @@ def _log_epoch_zero(setup: RunSetup, run: RunProgress, initial, reference_genera
             r["reference_generation"] = reference_generations[r["id"]]
     run.samples = [redact_row(r) for r in rows] if setup.config.redact else rows
     run.probe_before = criteria.measure_probes(
-        setup.unwrapped, setup.tokenizer, setup.probes, setup.scoring, setup.procs
-    )
+        setup.unwrapped, setup.tokenizer, setup.probes, setup.scoring, setup.procs,
+        run.drafts if setup.config.eval.verify else None,
+    )  # fmt: skip
     run_dir.write_logs(setup, run)

@@ -66,7 +66,8 @@ class RunProgress:
     # the records the forget term pushes past never-seen text's level this epoch: at that
     # level and still extractable (`StoppingRule.pushed`)
     pushed: list[str] = field(default_factory=list)
-    # {id: {q: greedy continuation of x[:q]}}: the last scoring's, which the next one
-    # verifies instead of decoding (`scoring.greedy_continuations`); in the checkpoint, so
-    # that a resumed run verifies the same drafts
+    # {id: {q: greedy continuation of x[:q]}}: the last scoring's of the forget and the
+    # kept (`probe.retain`) records, which the next one verifies instead of decoding
+    # (`scoring.greedy_continuations`); in the checkpoint, so that a resumed run verifies
+    # the same drafts
     drafts: dict[str, dict[int, list[int]]] = field(default_factory=dict)

@@ -318,8 +318,9 @@ def _check_epoch(setup: RunSetup, run: RunProgress, epoch: int):
     }
     started = time.perf_counter()
     check |= criteria.measure_probes(
-        setup.unwrapped, setup.tokenizer, setup.probes, setup.scoring, procs
-    )
+        setup.unwrapped, setup.tokenizer, setup.probes, setup.scoring, procs,
+        run.drafts if config.eval.verify else None,
+    )  # fmt: skip
     # where the scoring time went: MA (one teacher-forced pass), EL and the generation
     # (decoding), the IUR check (BERTScore + BLEU, beams), the probes
     metrics = timings.get("memorization_seconds", 0.0)

@@ -227,7 +227,8 @@ def test_verifying_last_epochs_continuations_changes_nothing(scenario, tmp_path)
     runs = {
         verify: unlearn(
             _config(scenario, tmp_path / f"verify-{verify}", max_epochs=4, lr="2e-3",
-                    **{"eval.verify": str(verify).lower()}),
+                    **{"eval.verify": str(verify).lower(), "probe.retain": scenario["retained"],
+                       "probe.retain_max_ma_drop": "null"}),
             progress=False,
             keep_checkpoints=True,
         )
@@ -251,7 +252,10 @@ def test_verifying_last_epochs_continuations_changes_nothing(scenario, tmp_path)
 
     assert drafts(plain) == {}
     saved = drafts(verified)
-    assert set(saved) == {r["id"] for r in verified.samples}
+    # the kept records' too: their scores each epoch (epochs.jsonl, `retain`) came out equal
+    kept = {json.loads(line)["id"] for line in scenario["retained"].read_text().splitlines()}
+    assert set(saved) == {r["id"] for r in verified.samples} | kept
+    assert all("retain" in e for e in verified.epochs)
     assert all(len(c) == 40 - int(q) for d in saved.values() for q, c in d.items())
     redacted = unlearn(
         _config(scenario, tmp_path / "redacted", max_epochs=1, redact="true"),
