@@ -172,7 +172,9 @@ def icu_settings(
     every epoch (`probe.retain`). Measured on the demo's subjects (bf16, one thread,
     `benchmarks/results/demo_retain.md`): the same 5 epochs and audit (one record done
     an epoch sooner), the kept records' mean EL_10 0.937 after instead of 0.805 (7003
-    stayed at 1.0 instead of falling to 0.52); the epochs took 1.36x as long."""
+    stayed at 1.0 instead of falling to 0.52); the epochs took 1.36x as long, 1.28x once
+    the kept records' continuations were verified too (idle, two threads: 91 s against
+    71 s, `demo_time.md`)."""
     return [
         f"model={planted}",
         f"forget={forget}",
