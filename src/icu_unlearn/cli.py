@@ -619,6 +619,13 @@ def _main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+# How long a process other than the main one waits, on bad input, for the launcher to end
+# it: every process finds the same problem and the main one says so, but a launcher ends
+# every process once one exits, so one that exited first could end the main process
+# before it printed (seen under `accelerate launch`: exit 2 and no message).
+PEER_GRACE_SECONDS = 15.0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # the command is the first word that is not an option: only its options are built
@@ -629,6 +636,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         if _main_process():  # every process finds the same problem; one says so
             print(f"icu-unlearn: error: {err}", file=sys.stderr)
+        else:
+            time.sleep(PEER_GRACE_SECONDS)  # ended here once the main process has said it
+            # still running: a problem the main process did not find
+            rank = os.environ["RANK"]
+            print(f"icu-unlearn: error (process {rank}): {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("icu-unlearn: interrupted", file=sys.stderr)
