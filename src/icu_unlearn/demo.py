@@ -114,12 +114,8 @@ def run_demo(settings: DemoSettings) -> dict:
     _, tokenizer = load_model_and_tokenizer(settings.model)
     planted_samples = load_forget_set(settings.plant, tokenizer, 50, settings.data_dir)
     ids = [s.id for s in planted_samples]
-    count = settings.forget_count or len(ids) // 2
-    if not 0 < count < len(ids):
-        raise UsageError(
-            f"--forget-count must be between 1 and {len(ids) - 1} for {len(ids)} planted sequences"
-        )
-    forget_spec = _ids_spec(ids[:count])
+    forget_ids, keep_ids = halves(ids, settings.forget_count)
+    forget_spec, keep_spec, count = _ids_spec(forget_ids), _ids_spec(keep_ids), len(forget_ids)
 
     step = _Steps(started)
     step(1, f"plant {len(ids)} sequences of {settings.plant} into {settings.model}")
@@ -137,7 +133,6 @@ def run_demo(settings: DemoSettings) -> dict:
         3,
         f"ICU: forget {count} of them ({', '.join(ids[:count])}); keep the other {len(ids) - count}",
     )
-    keep_spec = _ids_spec(ids[count:])
     config = load_config(
         None, icu_settings(settings, planted, forget_spec, out / "icu", keep=keep_spec)
     )
@@ -191,6 +186,17 @@ def icu_settings(
         *([f"probe.retain={keep}"] if keep else []),
         *([f"data_dir={settings.data_dir}"] if settings.data_dir else []),
     ]
+
+
+def halves(ids: list[str], forget_count: int | None) -> tuple[list[str], list[str]]:
+    """The planted `ids` the demo forgets, the first `forget_count` (default half), and
+    those it keeps, the rest (benchmarks build the demo's run from these too)."""
+    count = forget_count or len(ids) // 2
+    if not 0 < count < len(ids):
+        raise UsageError(
+            f"--forget-count must be between 1 and {len(ids) - 1} for {len(ids)} planted sequences"
+        )
+    return ids[:count], ids[count:]
 
 
 def _ids_spec(ids: list[str]) -> str:
