@@ -344,3 +344,14 @@ def test_utility_writes_after_each_task_and_resumes(tiny_model_dir, tmp_path, da
         f"icu-unlearn: error: {out / 'utility.json'} was scored with another --limit; "
         "resume with the same settings"
     )
+
+
+def test_the_demo_forgets_the_first_half_and_refuses_a_count_that_empties_one():
+    from icu_unlearn.demo import halves
+    from icu_unlearn.errors import UsageError
+
+    assert halves(list("abcdefgh"), None) == (list("abcd"), list("efgh"))
+    assert halves(list("abc"), 2) == (["a", "b"], ["c"])
+    for count in (3, -1):
+        with pytest.raises(UsageError, match="between 1 and 2 for 3 planted"):
+            halves(list("abc"), count)
