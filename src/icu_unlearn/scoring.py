@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel
+from transformers.cache_utils import DynamicLayer
 
 from .generation import longest_first as longest_first_batches
 from .generation import model_device, right_pad
@@ -222,12 +223,63 @@ def _decode_chunk(model, cache, chunk, greedy, sequences) -> dict[tuple[int, int
     return {row: gen[r] for r, row in enumerate(chunk)}
 
 
+class _ReservedLayer(DynamicLayer):
+    """A layer of a decoding cache with room reserved for the tokens still to come: each
+    step writes its keys and values into the room, where transformers' layer concatenates
+    the whole cache into a new tensor, a copy of every cached token of every layer at
+    every step: memory traffic that costs most where the memory is shared with other work
+    (benchmarks/results/decode_cache.md). `keys` and `values` are views of the filled
+    part; attention reads the same numbers either way (tested bit for bit)."""
+
+    def __init__(self, layer: DynamicLayer, room: int):
+        super().__init__()
+        filled = layer.keys.shape[-2]
+        shape = (*layer.keys.shape[:-2], filled + room, layer.keys.shape[-1])
+        self._keys = layer.keys.new_empty(shape)
+        self._values = layer.values.new_empty(shape)
+        self._keys[..., :filled, :] = layer.keys
+        self._values[..., :filled, :] = layer.values
+        self.device, self.is_initialized = layer.keys.device, True
+        self._fill(filled)
+
+    def _fill(self, length: int) -> None:
+        self.keys = self._keys[..., :length, :]
+        self.values = self._values[..., :length, :]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        start, new = self.keys.shape[-2], key_states.shape[-2]
+        if start + new > self._keys.shape[-2]:
+            raise RuntimeError(f"decoding cache full: {start} + {new} > {self._keys.shape[-2]}")
+        self._keys[..., start : start + new, :] = key_states
+        self._values[..., start : start + new, :] = value_states
+        self._fill(start + new)
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        length = self.keys.shape[-2]
+        self._keys, self._values = self._keys[indices], self._values[indices]
+        self._fill(length)
+
+
+def _reserve(cache, room: int):
+    """`cache` with room for `room` more tokens in each of its plain layers (others, e.g.
+    sliding-window ones, keep growing transformers' way)."""
+    cache.layers = [
+        _ReservedLayer(layer, room) if type(layer) is DynamicLayer and layer.is_initialized
+        else layer
+        for layer in cache.layers
+    ]  # fmt: skip
+    return cache
+
+
 def _decode(model, row_cache, base, tok, positions, steps) -> list[list[int]]:
     """Each row's first token `tok` (at `positions`) and `steps` more greedy tokens, the
     rows attending to the cache's columns that `base` (R, cache width) marks; `steps`
     non-increasing."""
     gen = [[int(t)] for t in tok.tolist()]
     active = len(steps)
+    if steps:
+        row_cache = _reserve(row_cache, steps[0])
     for s in range(steps[0] if steps else 0):
         while steps[active - 1] <= s:  # sorted: finished rows are the tail
             active -= 1

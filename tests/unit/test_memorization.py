@@ -266,3 +266,34 @@ def test_verification_decodes_only_past_the_first_disagreement(monkeypatch):
     # row decodes len(cont) - 2 steps, not len(cont) - 1
     assert steps == [len(cont) - 2] and drafts[0][q] == cont
     assert again.generations[0] == memorization_scores(model, seqs, t0s, 0, n=4).generations[0]
+
+
+@pytest.mark.parametrize("family", sorted(TINY_MODELS))
+def test_the_reserved_decoding_cache_decodes_what_the_growing_one_does(family, monkeypatch):
+    """EL's decoding writes each step into room reserved in the cache instead of letting
+    transformers concatenate the whole cache every step: float32, rows leaving the batch
+    as they finish, the same continuations and scores bit for bit."""
+    import icu_unlearn.scoring as scoring
+
+    model = TINY_MODELS[family](vocab_size=48, seed=6)
+    seqs = _semi_memorized(model, 48, [40, 33, 26, 40, 19, 31], seed=8)
+    t0s = [12, 10, 8, 20, 6, 15]
+
+    def score():
+        return memorization_scores(model, seqs, t0s, 0, n=4, batch_size=3, decode_batch_size=6)
+
+    writes = []
+    real_update = scoring._ReservedLayer.update
+
+    def counted(self, *args, **kwargs):
+        writes.append(self)
+        return real_update(self, *args, **kwargs)
+
+    monkeypatch.setattr(scoring._ReservedLayer, "update", counted)
+    reserved = score()
+    assert writes  # the decoding went through the reserved layers
+    monkeypatch.setattr(scoring, "_reserve", lambda cache, room: cache)
+    grown = score()
+    assert reserved.generations == grown.generations
+    assert reserved.extraction_likelihood == grown.extraction_likelihood
+    assert reserved.memorization_accuracy == grown.memorization_accuracy
