@@ -97,7 +97,7 @@ QUICK = DemoSettings(
     plant_lr=2e-4,
     plant_batch_size=1,
     plant_max_epochs=20,
-    perplexity_texts=4,
+    perplexity_texts=2,
 )
 
 
