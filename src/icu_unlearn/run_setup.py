@@ -18,7 +18,6 @@ from .forget_scoring import score_forget_set
 from .io import atomic_write_jsonl, atomic_write_text
 from .methods import runnable
 from .models import load_model_and_tokenizer, weights_digest
-from .optim import adam
 from .privacy import redact_row, redact_text
 from .rules import StoppingRule, rule_for
 from .run_state import RunProgress, RunSetup
@@ -187,8 +186,12 @@ def _prepare_training(config: RunConfig, model, accelerator, procs):
                 "set activation_checkpointing: false"
             )
         model.activation_checkpointing_enable({"use_reentrant": False})
+    # foreach=False: the multi-tensor step allocates a temporary per parameter group,
+    # a transient copy of the model's size on top of weights, gradients and moments.
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = adam(trainable, lr=config.lr, betas=config.adam_betas)
+    optimizer = torch.optim.Adam(
+        trainable, lr=config.lr, betas=tuple(config.adam_betas), foreach=False
+    )
     model, optimizer = accelerator.prepare(model, optimizer)
     return model, original, optimizer
 

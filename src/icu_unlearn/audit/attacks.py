@@ -33,7 +33,6 @@ from transformers import PreTrainedModel
 from ..errors import UsageError
 from ..generation import model_device, right_pad
 from ..losses import nll_loss
-from ..optim import adam
 
 
 def quantize_weight(weight: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
@@ -125,7 +124,7 @@ def relearn(
     attacked = copy.deepcopy(model)
     attacked.requires_grad_(True)
     attacked.train()
-    optimizer = adam(attacked.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(attacked.parameters(), lr=lr)
     order = torch.randperm(len(sequences), generator=torch.Generator().manual_seed(seed)).tolist()
     device = next(attacked.parameters()).device
     with torch.enable_grad():
