@@ -228,7 +228,7 @@ class _ReservedLayer(DynamicLayer):
     step writes its keys and values into the room, where transformers' layer concatenates
     the whole cache into a new tensor, a copy of every cached token of every layer at
     every step: memory traffic that costs most where the memory is shared with other work
-    (benchmarks/results/decode_cache.md). `keys` and `values` are views of the filled
+    (benchmarks/results/decode_cache_2threads.md). `keys` and `values` are views of the filled
     part; attention reads the same numbers either way (tested bit for bit)."""
 
     def __init__(self, layer: DynamicLayer, room: int):
