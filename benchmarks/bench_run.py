@@ -97,7 +97,7 @@ def main() -> None:
 
 def _demo_settings(planted: str, out: Path) -> list[str]:
     from icu_unlearn.data.forget import load_forget_set
-    from icu_unlearn.demo import DemoSettings, halves, icu_settings
+    from icu_unlearn.demo import DemoSettings, halves, icu_settings, ids_spec
     from icu_unlearn.models import load_model_and_tokenizer
 
     settings = DemoSettings()
@@ -105,7 +105,7 @@ def _demo_settings(planted: str, out: Path) -> list[str]:
     _, tokenizer = load_model_and_tokenizer(planted)
     ids = [s.id for s in load_forget_set(report["forget"], tokenizer)]
     # the demo's forget half, and its kept half, held
-    forget, keep = ("lm-extraction:ids=" + ",".join(h) for h in halves(ids, None))
+    forget, keep = (ids_spec(h) for h in halves(ids, None))
     sets = icu_settings(settings, planted, forget, out, keep=keep)
     sets = [s for s in sets if not s.startswith("out=")]
     return [*sets, "audit.enabled=false"]  # the epochs are measured here, not the audit

@@ -26,7 +26,7 @@ import torch
 
 from icu_unlearn import load_config, unlearn
 from icu_unlearn.data.forget import load_forget_set
-from icu_unlearn.demo import DemoSettings, halves, icu_settings
+from icu_unlearn.demo import DemoSettings, halves, icu_settings, ids_spec
 from icu_unlearn.io import atomic_write_json, atomic_write_text
 from icu_unlearn.models import load_model_and_tokenizer
 
@@ -38,7 +38,7 @@ def _forget_spec(settings: DemoSettings) -> str:
     """The demo's forget set: the first half of the planted sequences (`run_demo`)."""
     _, tokenizer = load_model_and_tokenizer(settings.model)
     ids = [s.id for s in load_forget_set(settings.plant, tokenizer, 50, settings.data_dir)]
-    return "lm-extraction:ids=" + ",".join(halves(ids, settings.forget_count)[0])
+    return ids_spec(halves(ids, settings.forget_count)[0])
 
 
 def _run(precision: str, planted: str, forget: str, out: Path, data_dir: str | None) -> Path:

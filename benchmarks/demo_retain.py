@@ -23,7 +23,7 @@ from pathlib import Path
 
 from icu_unlearn import load_config, unlearn
 from icu_unlearn.data.forget import load_forget_set
-from icu_unlearn.demo import DemoSettings, halves, icu_settings
+from icu_unlearn.demo import DemoSettings, halves, icu_settings, ids_spec
 from icu_unlearn.evaluate import EvalSettings, evaluate
 from icu_unlearn.io import atomic_write_json, atomic_write_text
 from icu_unlearn.models import load_model_and_tokenizer
@@ -37,7 +37,7 @@ def _halves(settings: DemoSettings) -> tuple[str, str]:
     """The demo's forget and keep specs: the planted sequences' first and second halves."""
     _, tokenizer = load_model_and_tokenizer(settings.model)
     ids = [s.id for s in load_forget_set(settings.plant, tokenizer, 50, settings.data_dir)]
-    return tuple("lm-extraction:ids=" + ",".join(h) for h in halves(ids, settings.forget_count))
+    return tuple(ids_spec(h) for h in halves(ids, settings.forget_count))
 
 
 def _run(arm: str, settings: DemoSettings, planted: str, forget: str, keep: str, out: Path):

@@ -115,7 +115,7 @@ def run_demo(settings: DemoSettings) -> dict:
     planted_samples = load_forget_set(settings.plant, tokenizer, 50, settings.data_dir)
     ids = [s.id for s in planted_samples]
     forget_ids, keep_ids = halves(ids, settings.forget_count)
-    forget_spec, keep_spec, count = _ids_spec(forget_ids), _ids_spec(keep_ids), len(forget_ids)
+    forget_spec, forgotten = ids_spec(forget_ids), set(forget_ids)
 
     step = _Steps(started)
     step(1, f"plant {len(ids)} sequences of {settings.plant} into {settings.model}")
@@ -124,28 +124,29 @@ def run_demo(settings: DemoSettings) -> dict:
     step(2, "what the planted model emits for each prefix (greedy)")
     before = _memorization(planted, settings.plant, settings)
     suffixes = {s.id: s.suffix for s in planted_samples}
-    print(_sample_table(before, set(ids[:count]), suffixes))
+    print(_sample_table(before, forgotten, suffixes))
     ppl_before = _perplexity(planted, settings)
     before_audit = _audit(planted, forget_spec, settings)
     print(f"\naudit of the forget set, against the never-planted model: {before_audit}")
 
     step(
         3,
-        f"ICU: forget {count} of them ({', '.join(ids[:count])}); keep the other {len(ids) - count}",
+        f"ICU: forget {len(forget_ids)} of them ({', '.join(forget_ids)}); "
+        f"keep the other {len(keep_ids)}",
     )
     config = load_config(
-        None, icu_settings(settings, planted, forget_spec, out / "icu", keep=keep_spec)
+        None, icu_settings(settings, planted, forget_spec, out / "icu", keep=ids_spec(keep_ids))
     )
     result = unlearn(config, overwrite=True, progress=settings.progress)
 
     step(4, "the same prefixes after unlearning")
     after = _memorization(str(result.model_dir), settings.plant, settings)
-    print(_sample_table(after, set(ids[:count]), suffixes))
+    print(_sample_table(after, forgotten, suffixes))
     ppl_after = _perplexity(str(result.model_dir), settings)
     print(f"\naudit of the forget set after ICU: {result.manifest['audit']['summary']}")
 
     step(5, "summary")
-    summary = _summary(before, after, set(ids[:count]), ppl_before, ppl_after, result)
+    summary = _summary(before, after, forgotten, ppl_before, ppl_after, result)
     for line in summary["lines"]:
         print(line)
     # the demo's sequences are public (lm-extraction): its report shows them
@@ -199,7 +200,7 @@ def halves(ids: list[str], forget_count: int | None) -> tuple[list[str], list[st
     return ids[:count], ids[count:]
 
 
-def _ids_spec(ids: list[str]) -> str:
+def ids_spec(ids: list[str]) -> str:
     return "lm-extraction:ids=" + ",".join(ids)
 
 
