@@ -215,6 +215,6 @@ def _log_epoch_zero(setup: RunSetup, run: RunProgress, initial, reference_genera
     run.samples = [redact_row(r) for r in rows] if setup.config.redact else rows
     run.probe_before = criteria.measure_probes(
         setup.unwrapped, setup.tokenizer, setup.probes, setup.scoring, setup.procs,
-        run.drafts if setup.config.eval.verify else None,
+        setup.drafts(run),
     )  # fmt: skip
     run_dir.write_logs(setup, run)

@@ -52,6 +52,11 @@ class RunSetup:
     def unwrapped(self):
         return self.accelerator.unwrap_model(self.model)
 
+    def drafts(self, run: RunProgress) -> dict | None:
+        """The continuations a scoring verifies and updates (`run.drafts`), or None where
+        `eval.verify` is off (every continuation decoded afresh)."""
+        return run.drafts if self.config.eval.verify else None
+
 
 @dataclass
 class RunProgress:

@@ -319,7 +319,7 @@ def _check_epoch(setup: RunSetup, run: RunProgress, epoch: int):
     started = time.perf_counter()
     check |= criteria.measure_probes(
         setup.unwrapped, setup.tokenizer, setup.probes, setup.scoring, procs,
-        run.drafts if config.eval.verify else None,
+        setup.drafts(run),
     )  # fmt: skip
     # where the scoring time went: MA (one teacher-forced pass), EL and the generation
     # (decoding), the IUR check (BERTScore + BLEU, beams), the probes
@@ -342,7 +342,7 @@ def _score_forget_set(
     return score_forget_set(
         setup.rule, setup.unwrapped, setup.tokenizer, list(setup.forget.values()),
         setup.scoring, setup.procs, timings, everything,
-        run.drafts if setup.config.eval.verify else None,
+        setup.drafts(run),
     )  # fmt: skip
 
 
