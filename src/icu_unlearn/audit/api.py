@@ -7,7 +7,6 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import NamedTuple
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -90,14 +89,6 @@ def _attack_sizes(parsed: list[tuple[str, int | None]]) -> dict[str, int]:
     return sizes
 
 
-class ReferenceRows(NamedTuple):
-    """The reference's measurements of one audit's sets, as `_subject` takes them."""
-
-    forget: list[dict]
-    holdout: list[dict] | None
-    continuations: cache.Continuations | None  # its greedy continuations of the forget set
-
-
 class _Reference:
     """The reference model's measurements of forget and holdout sequences, as it is or
     after an attack: from the cache where the same weights measured the same sequences
@@ -117,35 +108,27 @@ class _Reference:
             self.loaded = _load_reference(self.source, self.model, self.tokenizer)
         return self.loaded
 
-    def rows(self, forget, holdout, attack: dict | None = None, attacked=None) -> ReferenceRows:
-        """Its rows of `forget` and `holdout` (None without one) and its greedy
-        continuations of the forget set (None under redact). `attack` describes an attack
-        for the cache key, and `attacked(reference)` makes the attacked copy to measure."""
-        found, subject, kept = {}, None, None
-        for kind, samples in (("forget", forget), ("holdout", holdout)):
-            if not samples:
-                continue
+    def rows(self, forget, holdout, attack: dict | None = None, attacked=None):
+        """(forget rows, holdout rows or None). `attack` describes an attack for the
+        cache key, and `attacked(reference)` makes the attacked copy to measure."""
+        wanted = [("forget", forget, measure_forget)]
+        if holdout:
+            wanted.append(("holdout", holdout, measure_holdout))
+        found, subject = {}, None
+        for kind, samples, measure in wanted:
             key = cache.entry_key(self.weights, kind, samples, self.ctx, self.vocab, attack)
-            entry = cache.load(key)
-            if entry is not None:
+            rows = cache.load(key)
+            if rows is not None:
                 if self.ctx.progress:
                     print(f"reference model: {kind} measurements from the cache", file=sys.stderr)
-                found[kind], continuations = entry
             else:
                 if subject is None:
                     subject = self._load() if attacked is None else attacked(self._load())
-                continuations = [{} for _ in samples] if kind == "forget" else None
                 with inference(self.ctx.settings.precision, subject):
-                    if kind == "forget":
-                        found[kind] = measure_forget(subject, samples, self.ctx, continuations)
-                    else:
-                        found[kind] = measure_holdout(subject, samples, self.ctx)
-                # a redacted audit keeps no generated text, token ids included
-                continuations = None if self.ctx.redact else continuations
-                cache.store(key, found[kind], continuations)
-            if kind == "forget":
-                kept = continuations
-        return ReferenceRows(found["forget"], found.get("holdout"), kept)
+                    rows = measure(subject, samples, self.ctx)
+                cache.store(key, rows)
+            found[kind] = rows
+        return found["forget"], found.get("holdout")
 
 
 def _check_sets(
@@ -169,22 +152,18 @@ def _check_sets(
         raise UsageError("the relearn attack needs at least 2 forget sequences (half to relearn)")
 
 
-def _subject(model, forget, holdout, reference: ReferenceRows | None, ctx: Context) -> dict:
+def _subject(model, forget, holdout, reference, ctx: Context) -> dict:
     """Rows and aggregates of one model (the input or an attacked copy) on the given sets.
 
     `reference` holds the reference model's measurements of the same forget and
-    holdout sequences (or None), so that attacks reuse them instead of measuring again;
-    its continuations are the model's drafts: where the model continues a prefix as
-    the reference does (a forgotten record should), one pass verifies what decoding
-    would have produced token by token.
+    holdout sequences (or None), so that attacks reuse them instead of measuring again.
     """
-    ref_forget, ref_holdout, drafts = reference if reference is not None else (None,) * 3
-    drafts = None if drafts is None else [dict(d) for d in drafts]
     # bf16: the measurements on bfloat16 weights cast once; an attack's own training
     # (relearn) stays float32
     with inference(ctx.settings.precision, model):
-        measured = measure_forget(model, forget, ctx, drafts)
+        measured = measure_forget(model, forget, ctx)
         measured_holdout = measure_holdout(model, holdout, ctx) if holdout else []
+    ref_forget, ref_holdout = reference if reference is not None else (None, None)
     held = holdout_rows(holdout, measured_holdout, ref_holdout)
     sequences = sequence_rows(forget, measured, ref_forget, held, ctx.settings)
     return {

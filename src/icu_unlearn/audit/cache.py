@@ -26,11 +26,6 @@ that decides them:
 * the code that measures: the package's source files, torch's and transformers'
   versions; an edit anywhere in the package starts a fresh entry.
 
-A forget set's entry also keeps the reference's greedy continuations of every position
-it decoded (`measure_forget`'s drafts), so that the model's measurement after it
-verifies them instead of decoding wherever the two models agree; an entry of a redacted
-audit keeps none (token ids are the texts).
-
 Entries are written atomically: a crash or a second audit writing the same entry
 leaves a whole file or none.
 """
@@ -137,23 +132,14 @@ def entry_key(
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-Continuations = list[dict[int, list[int]]]  # per sequence: {q: greedy continuation of x[:q]}
-
-
-def load(key: str) -> tuple[list[dict], Continuations | None] | None:
-    """(rows, continuations or None) stored under `key`, or None."""
+def load(key: str) -> list[dict] | None:
+    """The rows stored under `key`, or None."""
     path = folder() / f"{key}.json"
     if not path.is_file():
         return None
     entry = json.loads(path.read_text())
-    kept = entry.get("continuations")
-    if kept is not None:  # JSON keys are strings
-        kept = [{int(q): ids for q, ids in per_sequence.items()} for per_sequence in kept]
-    return entry["rows"], kept
+    return entry["rows"]
 
 
-def store(key: str, rows: list[dict], continuations: Continuations | None = None) -> None:
-    entry = {"format": FORMAT, "rows": rows}
-    if continuations is not None:
-        entry["continuations"] = continuations
-    atomic_write_json(folder() / f"{key}.json", entry)
+def store(key: str, rows: list[dict]) -> None:
+    atomic_write_json(folder() / f"{key}.json", {"format": FORMAT, "rows": rows})

@@ -126,19 +126,8 @@ def _beam(model, samples: list[ForgetSample], ctx: Context) -> list[dict | None]
     return rows
 
 
-def measure_forget(
-    model: PreTrainedModel,
-    samples: list[ForgetSample],
-    ctx: Context,
-    drafts: list[dict[int, list[int]]] | None = None,
-) -> list[dict]:
-    """Greedy, probabilistic, sampling, beam and membership measurements per sequence.
-
-    `drafts`: one {q: continuation of x[:q]} per sequence, another model's greedy
-    continuations (the reference's), verified where this model agrees instead of decoded
-    (`memorization_scores`: the same measurements whatever they hold); filled in place
-    with this model's own.
-    """
+def measure_forget(model: PreTrainedModel, samples: list[ForgetSample], ctx: Context) -> list[dict]:
+    """Greedy, probabilistic, sampling, beam and membership measurements per sequence."""
     settings = ctx.settings
     greedy = memorization_scores(
         model,
@@ -149,7 +138,6 @@ def measure_forget(
         window=settings.el_window,
         batch_size=settings.batch_size,
         decode_batch_size=settings.decode_batch_size,
-        drafts=drafts,
     )
     scores = _scores(model, samples, ctx)
     sampling, beam = _sampling(model, samples, ctx), _beam(model, samples, ctx)
