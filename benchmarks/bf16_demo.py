@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 
-from icu_unlearn import load_config, unlearn
+from icu_unlearn import load_config
 from icu_unlearn.data.forget import load_forget_set
 from icu_unlearn.demo import DemoSettings, halves, icu_settings, ids_spec
 from icu_unlearn.io import atomic_write_json, atomic_write_text
 from icu_unlearn.models import load_model_and_tokenizer
+from icu_unlearn.train import finish_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "bf16")
@@ -44,16 +45,8 @@ def _forget_spec(settings: DemoSettings) -> str:
 def _run(precision: str, planted: str, forget: str, out: Path, data_dir: str | None) -> Path:
     """The demo's ICU run at `precision`, finished or resumed; its run directory."""
     run_dir = out / precision
-    manifest = run_dir / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text())["status"] not in (
-        "running",
-        "interrupted",
-    ):
-        return run_dir
     settings = DemoSettings(precision=precision, data_dir=data_dir, progress=False)
-    config = load_config(None, icu_settings(settings, planted, forget, run_dir))
-    resume = (run_dir / "checkpoints" / "LATEST").is_file()
-    unlearn(config, resume=resume, overwrite=not resume, progress=False)
+    finish_run(load_config(None, icu_settings(settings, planted, forget, run_dir)))
     return run_dir
 
 

@@ -18,13 +18,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from icu_unlearn import load_config, unlearn  # noqa: E402
+from icu_unlearn import load_config  # noqa: E402
 from icu_unlearn.data.forget import load_forget_set  # noqa: E402
 from icu_unlearn.io import atomic_write_json  # noqa: E402
 from icu_unlearn.memorize import MemorizeSettings, memorize  # noqa: E402
 from icu_unlearn.metrics.utility import evaluate_utility  # noqa: E402
 from icu_unlearn.models import load_model_and_tokenizer  # noqa: E402
 from icu_unlearn.report import load_run, markdown_table, write_report  # noqa: E402
+from icu_unlearn.train import finish_run  # noqa: E402
 
 METHODS = ["icu", "kumpr", "kl", "llmu", "dpo", "npo"]
 # Utility tasks: the paper's, MathQA aside (no offline data); dialogue F1 is slow on CPU.
@@ -103,30 +104,25 @@ def main() -> None:
 
     for method in args.methods.split(","):
         run_dir = out / method
-        manifest = run_dir / "manifest.json"
-        if manifest.is_file() and json.loads(manifest.read_text())["status"] != "running":
-            print(f"{method}: finished earlier")
-        else:
-            config = load_config(
-                None,
-                [
-                    f"model={planted}",
-                    f"forget={args.forget}",
-                    f"method={method}",
-                    f"probe.retain={keep_spec}",
-                    f"lr={args.lr}",
-                    f"batch_size={args.batch_size}",
-                    f"grad_accum={args.grad_accum}",
-                    f"max_epochs={args.max_epochs}",
-                    f"analogous.pool_limit={args.pool_limit}",
-                    f"stop.el_window={str(args.el_window).lower()}",
-                    f"out={run_dir}",
-                    *args.set,
-                ],
-            )
-            resume = (run_dir / "checkpoints" / "LATEST").is_file()
-            result = unlearn(config, resume=resume, overwrite=not resume)
-            print(f"{method}: {result.status} after {result.manifest['epochs']} epochs")
+        config = load_config(
+            None,
+            [
+                f"model={planted}",
+                f"forget={args.forget}",
+                f"method={method}",
+                f"probe.retain={keep_spec}",
+                f"lr={args.lr}",
+                f"batch_size={args.batch_size}",
+                f"grad_accum={args.grad_accum}",
+                f"max_epochs={args.max_epochs}",
+                f"analogous.pool_limit={args.pool_limit}",
+                f"stop.el_window={str(args.el_window).lower()}",
+                f"out={run_dir}",
+                *args.set,
+            ],
+        )
+        manifest = finish_run(config, progress=True)
+        print(f"{method}: {manifest['status']} after {manifest['epochs']} epochs")
         utilities.append(
             _utility(str(run_dir / "model"), run_dir / "utility.json", tasks, args.limit)
         )

@@ -21,13 +21,14 @@ import os
 import platform
 from pathlib import Path
 
-from icu_unlearn import load_config, unlearn
+from icu_unlearn import load_config
 from icu_unlearn.data.forget import load_forget_set
 from icu_unlearn.demo import DemoSettings, halves, icu_settings, ids_spec
 from icu_unlearn.evaluate import EvalSettings, evaluate
 from icu_unlearn.io import atomic_write_json, atomic_write_text
 from icu_unlearn.models import load_model_and_tokenizer
 from icu_unlearn.precision import resolve
+from icu_unlearn.train import finish_run
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("watched", "held")
@@ -42,16 +43,8 @@ def _halves(settings: DemoSettings) -> tuple[str, str]:
 
 def _run(arm: str, settings: DemoSettings, planted: str, forget: str, keep: str, out: Path):
     run_dir = out / arm
-    manifest = run_dir / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text())["status"] not in (
-        "running",
-        "interrupted",
-    ):
-        return run_dir
     held = keep if arm == "held" else None
-    config = load_config(None, icu_settings(settings, planted, forget, run_dir, keep=held))
-    resume = (run_dir / "checkpoints" / "LATEST").is_file()
-    unlearn(config, resume=resume, overwrite=not resume, progress=False)
+    finish_run(load_config(None, icu_settings(settings, planted, forget, run_dir, keep=held)))
     return run_dir
 
 

@@ -18,12 +18,13 @@ import platform
 import time
 from pathlib import Path
 
-from icu_unlearn import load_config, unlearn
+from icu_unlearn import load_config
 from icu_unlearn.audit import AuditSettings, audit
 from icu_unlearn.evaluate import EvalSettings, evaluate
 from icu_unlearn.io import atomic_write_json, atomic_write_text
 from icu_unlearn.metrics.utility import evaluate_utility
 from icu_unlearn.models import load_model_and_tokenizer
+from icu_unlearn.train import finish_run
 
 ROOT = Path(__file__).resolve().parents[1]
 FORGET = "lm-extraction:ids=1670,13379,10234,4719"  # the demo's first half of 8_0
@@ -48,16 +49,9 @@ def _cached(path: Path, compute):
 
 def _run(name: str, planted: str, out: Path, overrides: dict | None = None) -> dict:
     """The run `name` (its keys: RUNS[name], or `overrides`) from the planted model."""
-    run_dir = out / name
-    if (run_dir / "manifest.json").is_file():
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        if manifest["status"] not in ("running", "interrupted"):
-            return manifest
-    keys = {"model": planted, "forget": FORGET, "out": run_dir, "audit.holdout": HOLDOUT}
+    keys = {"model": planted, "forget": FORGET, "out": out / name, "audit.holdout": HOLDOUT}
     keys |= DEMO | (RUNS[name] if overrides is None else overrides)
-    config = load_config(None, [f"{k}={v}" for k, v in keys.items()])
-    resume = (run_dir / "checkpoints" / "LATEST").is_file()
-    return unlearn(config, resume=resume, overwrite=not resume, progress=False).manifest
+    return finish_run(load_config(None, [f"{k}={v}" for k, v in keys.items()]))
 
 
 def _perplexity(model: str) -> dict:

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from icu_unlearn import load_config, unlearn
+from icu_unlearn import load_config
 from icu_unlearn.audit.api import audit
 from icu_unlearn.audit_settings import AuditSettings
 from icu_unlearn.data.forget import load_forget_set
@@ -38,6 +38,7 @@ from icu_unlearn.metrics.similarity import token_entropy
 from icu_unlearn.metrics.utility import evaluate_utility
 from icu_unlearn.models import load_model_and_tokenizer
 from icu_unlearn.scoring import teacher_forced
+from icu_unlearn.train import finish_run
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "smollm2-135m"  # the model before planting
@@ -115,18 +116,12 @@ def _cached(path: Path, compute):
 
 
 def _run(name: str, protocol: Protocol, planted: str, out: Path) -> dict:
-    run_dir = out / name
-    if (run_dir / "manifest.json").is_file():
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        if manifest["status"] not in ("running", "interrupted"):
-            return manifest
-    keys = {"model": planted, "forget": protocol.forget, "out": run_dir}
+    keys = {"model": planted, "forget": protocol.forget, "out": out / name}
     keys |= {"audit.holdout": protocol.holdout, "stop.reference": REFERENCE}
     keys |= protocol.settings | RUNS[name]
-    config = load_config(None, [f"{k}={v}" for k, v in keys.items()])
-    resume = (run_dir / "checkpoints" / "LATEST").is_file()
     started = time.perf_counter()
-    manifest = unlearn(config, resume=resume, overwrite=not resume, progress=False).manifest
+    manifest = finish_run(load_config(None, [f"{k}={v}" for k, v in keys.items()]))
+    # this invocation's time: a resumed run's covers its last part only
     return manifest | {"wall_seconds": round(time.perf_counter() - started, 1)}
 
 

@@ -9,6 +9,7 @@ applies the outcome in one place.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -75,6 +76,21 @@ def unlearn(
             )
         raise
     return _finish(setup, run, keep_checkpoints)
+
+
+def finish_run(config: RunConfig, progress: bool = False) -> dict:
+    """The manifest of the run `config` describes, once it has ended: a run that already
+    ended is read, not run again; a killed or interrupted one resumes from its newest
+    checkpoint; otherwise it starts (replacing whatever else is in its folder). For
+    scripts that run many configurations and must go on where they were stopped."""
+    out = Path(config.out)
+    manifest = out / "manifest.json"
+    if manifest.is_file():
+        recorded = json.loads(manifest.read_text())
+        if recorded["status"] not in ("running", "interrupted"):
+            return recorded
+    resume = (out / "checkpoints" / "LATEST").is_file()
+    return unlearn(config, resume=resume, overwrite=not resume, progress=progress).manifest
 
 
 def _run_epochs(setup: RunSetup, run: RunProgress, progress: bool) -> None:

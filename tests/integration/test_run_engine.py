@@ -100,6 +100,30 @@ def test_resume_equals_an_uninterrupted_run(scenario, tmp_path):
     assert any(not torch.equal(base[k], a[k]) for k in base)
 
 
+def test_finish_run_reads_an_ended_run_and_resumes_a_killed_one(scenario, tmp_path, monkeypatch):
+    """What the benchmarks run their configurations with: a run is started once, read
+    (not run again) once it ended, and resumed from its checkpoint after a kill."""
+    from icu_unlearn import train
+
+    resumed, real = [], train.unlearn
+
+    def recording(config, resume=False, overwrite=False, progress=True):
+        resumed.append(resume)
+        return real(config, resume, overwrite, progress, keep_checkpoints=True)
+
+    monkeypatch.setattr(train, "unlearn", recording)
+    config = _config(scenario, tmp_path / "run", max_epochs=2)
+    ended = train.finish_run(config)
+    assert resumed == [False] and ended["status"] == "incomplete" and ended["epochs"] == 2
+    assert train.finish_run(config) == ended and resumed == [False]
+    # killed after its last checkpoint: the manifest still says "running"
+    manifest = tmp_path / "run" / "manifest.json"
+    manifest.write_text(json.dumps(ended | {"status": "running"}))
+    again = train.finish_run(config)
+    assert resumed == [False, True] and again["status"] == "incomplete"
+    assert again["epochs"] == 2 and json.loads(manifest.read_text())["status"] == "incomplete"
+
+
 def test_a_used_run_directory_is_refused(scenario, tmp_path):
     out = tmp_path / "used"
     out.mkdir()
