@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from icu_unlearn import load_config  # noqa: E402
 from icu_unlearn.data.forget import load_forget_set  # noqa: E402
+from icu_unlearn.demo import ids_spec  # noqa: E402
 from icu_unlearn.io import atomic_write_json  # noqa: E402
 from icu_unlearn.memorize import MemorizeSettings, memorize  # noqa: E402
 from icu_unlearn.metrics.utility import evaluate_utility  # noqa: E402
@@ -84,13 +85,13 @@ def main() -> None:
     _, tokenizer = load_model_and_tokenizer(args.model)
     forget = [s.id for s in load_forget_set(args.forget, tokenizer)]
     keep = [s.id for s in load_forget_set(args.keep, tokenizer) if s.id not in forget]
-    keep_spec = "lm-extraction:ids=" + ",".join(keep)
+    keep_spec = ids_spec(keep)
     planted = out / "planted"
     if not (planted / "memorize.json").is_file():
         report = memorize(
             MemorizeSettings(
                 args.model,
-                "lm-extraction:ids=" + ",".join(forget + keep),
+                ids_spec(forget + keep),
                 str(planted),
                 lr=1e-4,
                 max_epochs=60,

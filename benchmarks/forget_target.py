@@ -31,6 +31,7 @@ from icu_unlearn import load_config
 from icu_unlearn.audit.api import audit
 from icu_unlearn.audit_settings import AuditSettings
 from icu_unlearn.data.forget import load_forget_set
+from icu_unlearn.demo import ids_spec
 from icu_unlearn.evaluate import EvalSettings, evaluate
 from icu_unlearn.io import atomic_write_json, atomic_write_text
 from icu_unlearn.memorize import MemorizeSettings, memorize
@@ -133,9 +134,7 @@ def _plant(protocol: Protocol, planted: Path) -> None:
     _, tokenizer = load_model_and_tokenizer(REFERENCE)
     forget = [s.id for s in load_forget_set(protocol.forget, tokenizer)]
     keep = [s.id for s in load_forget_set(protocol.keep, tokenizer) if s.id not in forget]
-    settings = MemorizeSettings(
-        REFERENCE, "lm-extraction:ids=" + ",".join(forget + keep), str(planted), max_epochs=60
-    )
+    settings = MemorizeSettings(REFERENCE, ids_spec(forget + keep), str(planted), max_epochs=60)
     resume = (planted / "checkpoints" / "LATEST").is_file()
     memorize(settings, resume=resume, overwrite=not resume, progress=False)
 
