@@ -31,7 +31,7 @@ from icu_unlearn.audit.extraction import (
     extraction_strength,
     log10_or_none,
 )
-from icu_unlearn.audit.measure import measure_forget, measure_holdout
+from icu_unlearn.audit.measure import Context, measure_forget, measure_holdout
 from icu_unlearn.audit.membership import (
     auc,
     loss,
@@ -51,7 +51,7 @@ from icu_unlearn.data.forget import ForgetSample
 from icu_unlearn.errors import UsageError
 from icu_unlearn.generation import generate_continuations
 from icu_unlearn.metrics.memorization import memorization_scores
-from icu_unlearn.models import load_model_and_tokenizer, weights_digest
+from icu_unlearn.models import load_model_and_tokenizer, prepare_tokenizer, weights_digest
 from icu_unlearn.scoring import teacher_forced
 from tests.conftest import tiny_llama
 
@@ -775,6 +775,42 @@ def test_reference_measurements_are_cached_by_content(gpt2, tmp_path, monkeypatc
     run(weights=reference)
     run(weights=reference)
     assert loads == [] and all(is_model for _, is_model in measured)
+
+
+def test_forget_measurements_take_one_pass_and_give_the_el_and_ma_of_memorization_scores(
+    gpt2, monkeypatch
+):
+    """EL's decoding starts from the greedy tokens of the statistics' own pass (no second
+    teacher-forced pass over the forget set), batched as `memorization_pass` batches: the
+    same EL, MA and generation as `memorization_scores` computes on its own, over
+    sequences of different lengths in several batches."""
+    import icu_unlearn.metrics.memorization as memorization
+
+    model = _subject(gpt2)
+    forget = _samples(model, gpt2, 3, greedy=True, seed=1, t0=4, length=14)
+    forget += _samples(model, gpt2, 2, greedy=False, seed=2, t0=6, length=9)
+    settings = AuditSettings(el_n=3, batch_size=2)
+    ctx = Context(prepare_tokenizer(copy.deepcopy(gpt2)), settings)
+    expected = memorization_scores(
+        model,
+        [s.input_ids for s in forget],
+        [s.prefix_length for s in forget],
+        ctx.pad_token_id,
+        n=3,
+        window=settings.el_window,
+        batch_size=2,
+    )
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("a second teacher-forced pass over the forget set")
+
+    monkeypatch.setattr(memorization, "memorization_pass", no_second_pass)
+    rows = measure_forget(model, forget, ctx)
+    assert [r["greedy"]["el_3"] for r in rows] == expected.extraction_likelihood
+    assert [r["greedy"]["ma"] for r in rows] == expected.memorization_accuracy
+    texts = [ctx.text(g) for g in expected.generations]
+    assert [r["greedy"]["generation"] for r in rows] == texts
+    assert rows[0]["greedy"]["exact"] and not rows[3]["greedy"]["exact"]
 
 
 def _file_digests(folder: Path) -> dict[str, str]:

@@ -129,6 +129,11 @@ def _beam(model, samples: list[ForgetSample], ctx: Context) -> list[dict | None]
 def measure_forget(model: PreTrainedModel, samples: list[ForgetSample], ctx: Context) -> list[dict]:
     """Greedy, probabilistic, sampling, beam and membership measurements per sequence."""
     settings = ctx.settings
+    scores = _scores(model, samples, ctx)
+    # EL's decoding starts from the same pass's greedy tokens (one pass, not two)
+    argmax = torch.zeros((len(samples), max(len(s.input_ids) for s in samples)), dtype=torch.long)
+    for i, s in enumerate(scores):
+        argmax[i, : len(s.greedy)] = s.greedy
     greedy = memorization_scores(
         model,
         [s.input_ids for s in samples],
@@ -138,8 +143,8 @@ def measure_forget(model: PreTrainedModel, samples: list[ForgetSample], ctx: Con
         window=settings.el_window,
         batch_size=settings.batch_size,
         decode_batch_size=settings.decode_batch_size,
+        greedy=argmax,
     )
-    scores = _scores(model, samples, ctx)
     sampling, beam = _sampling(model, samples, ctx), _beam(model, samples, ctx)
     rows = []
     for i, sample in enumerate(samples):

@@ -29,6 +29,7 @@ class SuffixScores:
     sigma: torch.Tensor  # (m,) its standard deviation
     scheme_logp: list[float]  # log P_S(suffix | prefix) for each scheme S (natural log)
     ma: float  # Eq. 9: argmax accuracy over positions 1..T-1 of the whole sequence
+    greedy: torch.Tensor  # (T-1,) the argmax after x[:t], t = 1..T-1 (where EL decodes from)
 
 
 def suffix_scores(
@@ -39,7 +40,10 @@ def suffix_scores(
     schemes: Sequence[SamplingScheme],
     batch_size: int = 8,
 ) -> list[SuffixScores]:
-    """SuffixScores of every sequence, in input order."""
+    """SuffixScores of every sequence, in input order. Batched as `memorization_pass`
+    batches (consecutive sequences): a sequence's logits move in their last bits with
+    its batch's other sequences, and its greedy tokens are the ones EL's decoding starts
+    from, so that the audit's EL and MA are the run's and `eval`'s."""
 
     def statistics(logits: torch.Tensor, suffix: torch.Tensor) -> tuple:
         logp = logits.log_softmax(-1)  # (m, V)
@@ -49,11 +53,23 @@ def suffix_scores(
         return picked.cpu(), mu.cpu(), sigma.cpu(), by_scheme
 
     scored = teacher_forced(
-        model, sequences, pad_token_id, prefix_lengths, batch_size, per_suffix=statistics
+        model,
+        sequences,
+        pad_token_id,
+        prefix_lengths,
+        batch_size,
+        per_suffix=statistics,
+        longest_first=False,
     )
     return [
-        SuffixScores(logprobs, hits[t0 - 1 :], mu, sigma, scheme_logp, ma)
-        for (logprobs, mu, sigma, scheme_logp), hits, ma, t0 in zip(
-            scored.suffix, scored.hits, scored.ma, prefix_lengths, strict=True
+        SuffixScores(logprobs, hits[t0 - 1 :], mu, sigma, scheme_logp, ma, greedy[: len(seq) - 1])
+        for (logprobs, mu, sigma, scheme_logp), hits, ma, t0, greedy, seq in zip(
+            scored.suffix,
+            scored.hits,
+            scored.ma,
+            prefix_lengths,
+            scored.greedy,
+            sequences,
+            strict=True,
         )
     ]
