@@ -68,6 +68,24 @@ def check_out(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> No
         raise UsageError(f"cannot write to {probe}; choose a writable --out") from None
 
 
+def ended(out: Path, config: RunConfig) -> dict | None:
+    """The manifest of a run in `out` that has ended, or None (no run, or one killed or
+    interrupted); refused when that run was made with another config than `config`
+    (max_epochs aside, as for resuming)."""
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        return None
+    recorded = json.loads(manifest.read_text())
+    if recorded["status"] in ("running", "interrupted"):
+        return None
+    saved = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
+    if saved and _resumable(yaml.safe_load(saved)) != _resumable(config.to_dict()):
+        raise UsageError(
+            f"{out} holds a run that ended with another config; give another out, or remove it"
+        )
+    return recorded
+
+
 def _resumable(config: dict) -> dict:
     """What must match to resume: everything but max_epochs (a run may be extended)."""
     return {k: v for k, v in config.items() if k != "max_epochs"}

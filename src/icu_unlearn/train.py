@@ -9,7 +9,6 @@ applies the outcome in one place.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -81,14 +80,12 @@ def unlearn(
 def finish_run(config: RunConfig, progress: bool = False) -> dict:
     """The manifest of the run `config` describes, once it has ended: a run that already
     ended is read, not run again; a killed or interrupted one resumes from its newest
-    checkpoint; otherwise it starts (replacing whatever else is in its folder). For
-    scripts that run many configurations and must go on where they were stopped."""
+    checkpoint; otherwise it starts (replacing whatever else is in its folder). A run
+    there made with another config is refused, whatever its state. For scripts that run
+    many configurations and must go on where they were stopped."""
     out = Path(config.out)
-    manifest = out / "manifest.json"
-    if manifest.is_file():
-        recorded = json.loads(manifest.read_text())
-        if recorded["status"] not in ("running", "interrupted"):
-            return recorded
+    if (manifest := run_dir.ended(out, config)) is not None:
+        return manifest
     resume = (out / "checkpoints" / "LATEST").is_file()
     return unlearn(config, resume=resume, overwrite=not resume, progress=progress).manifest
 

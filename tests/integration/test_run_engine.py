@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from icu_unlearn import evaluate, load_config, unlearn
+from icu_unlearn.errors import UsageError
 from icu_unlearn.evaluate import EvalSettings
 from icu_unlearn.report import load_run, markdown_table
 from tests.integration.test_eval_cli import call_cli, run_cli, third_party_lines
@@ -122,6 +123,10 @@ def test_finish_run_reads_an_ended_run_and_resumes_a_killed_one(scenario, tmp_pa
     again = train.finish_run(config)
     assert resumed == [False, True] and again["status"] == "incomplete"
     assert again["epochs"] == 2 and json.loads(manifest.read_text())["status"] == "incomplete"
+    # another config over that folder is refused, not answered with the old run's manifest
+    with pytest.raises(UsageError, match="ended with another config"):
+        train.finish_run(_config(scenario, tmp_path / "run", max_epochs=2, lr=5e-4))
+    assert resumed == [False, True]
 
 
 def test_a_used_run_directory_is_refused(scenario, tmp_path):
