@@ -49,8 +49,7 @@ def check_out(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> No
     if resume:
         if not (out / "checkpoints" / "LATEST").exists():
             raise UsageError(_nothing_to_resume(out))
-        saved = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
-        if saved and _resumable(yaml.safe_load(saved)) != _resumable(config.to_dict()):
+        if not _started_with(out, config):
             raise UsageError(
                 f"the config differs from the one {out} was started with; "
                 "resume with the same config, or start a new --out"
@@ -78,12 +77,17 @@ def ended(out: Path, config: RunConfig) -> dict | None:
     recorded = json.loads(manifest.read_text())
     if recorded["status"] in ("running", "interrupted"):
         return None
-    saved = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
-    if saved and _resumable(yaml.safe_load(saved)) != _resumable(config.to_dict()):
+    if not _started_with(out, config):
         raise UsageError(
             f"{out} holds a run that ended with another config; give another out, or remove it"
         )
     return recorded
+
+
+def _started_with(out: Path, config: RunConfig) -> bool:
+    """The run in `out` was started with `config`, max_epochs aside (or recorded none)."""
+    saved = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
+    return not saved or _resumable(yaml.safe_load(saved)) == _resumable(config.to_dict())
 
 
 def _resumable(config: dict) -> dict:

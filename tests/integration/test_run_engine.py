@@ -83,6 +83,9 @@ def test_resume_equals_an_uninterrupted_run(scenario, tmp_path):
         _config(scenario, tmp_path / "part", max_epochs=2), progress=False, keep_checkpoints=True
     )
     assert part.manifest["epochs"] == 2
+    # max_epochs may grow on resume; any other setting is refused before anything is written
+    with pytest.raises(UsageError, match="the config differs"):
+        unlearn(_config(scenario, tmp_path / "part", max_epochs=3, lr=5e-4), resume=True)
     resumed = unlearn(
         _config(scenario, tmp_path / "part", max_epochs=3), resume=True, progress=False
     )
