@@ -71,17 +71,24 @@ def ended(out: Path, config: RunConfig) -> dict | None:
     """The manifest of a run in `out` that has ended, or None (no run, or one killed or
     interrupted); refused when that run was made with another config than `config`
     (max_epochs aside, as for resuming)."""
-    manifest = out / "manifest.json"
-    if not manifest.is_file():
-        return None
-    recorded = json.loads(manifest.read_text())
-    if recorded["status"] in ("running", "interrupted"):
+    recorded = _ended_manifest(out)
+    if recorded is None:
         return None
     if not _started_with(out, config):
         raise UsageError(
             f"{out} holds a run that ended with another config; give another out, or remove it"
         )
     return recorded
+
+
+def _ended_manifest(out: Path) -> dict | None:
+    """The manifest in `out` of a run that ended; None without one, or while its run is
+    killed or interrupted (the manifest's status then says "running" / "interrupted")."""
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        return None
+    recorded = json.loads(manifest.read_text())
+    return None if recorded.get("status") in ("running", "interrupted") else recorded
 
 
 def _started_with(out: Path, config: RunConfig) -> bool:
@@ -284,11 +291,7 @@ def remove_checkpoints(out: Path) -> None:
 
 
 def _nothing_to_resume(out: Path) -> str:
-    manifest = out / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("status") not in (
-        "running",
-        "interrupted",
-    ):
+    if _ended_manifest(out) is not None:
         return (
             f"nothing to resume in {out}: the run finished and its checkpoints were removed; "
             "to extend a run later, start it with --keep-checkpoints"
