@@ -17,6 +17,7 @@ from .errors import UsageError
 from .io import atomic_write_text
 from .metrics.memorization import el_range
 from .privacy import redact_text
+from .run_dir import ended_manifest
 
 
 @dataclass
@@ -59,8 +60,8 @@ def load_run(path: str | Path) -> RunRecord:
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
         raise UsageError(f"{path} is not a run directory: it has no manifest.json")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("status") in ("running", "interrupted"):
+    manifest = ended_manifest(path)
+    if manifest is None:
         raise UsageError(f"{path} is an unfinished run; finish it with --resume first")
     return RunRecord(path, manifest, _jsonl(path / "epochs.jsonl"), _jsonl(path / "samples.jsonl"))
 

@@ -71,7 +71,7 @@ def ended(out: Path, config: RunConfig) -> dict | None:
     """The manifest of a run in `out` that has ended, or None (no run, or one killed or
     interrupted); refused when that run was made with another config than `config`
     (max_epochs aside, as for resuming)."""
-    recorded = _ended_manifest(out)
+    recorded = ended_manifest(out)
     if recorded is None:
         return None
     if not _started_with(out, config):
@@ -81,7 +81,7 @@ def ended(out: Path, config: RunConfig) -> dict | None:
     return recorded
 
 
-def _ended_manifest(out: Path) -> dict | None:
+def ended_manifest(out: Path) -> dict | None:
     """The manifest in `out` of a run that ended; None without one, or while its run is
     killed or interrupted (the manifest's status then says "running" / "interrupted")."""
     manifest = out / "manifest.json"
@@ -291,7 +291,7 @@ def remove_checkpoints(out: Path) -> None:
 
 
 def _nothing_to_resume(out: Path) -> str:
-    if _ended_manifest(out) is not None:
+    if ended_manifest(out) is not None:
         return (
             f"nothing to resume in {out}: the run finished and its checkpoints were removed; "
             "to extend a run later, start it with --keep-checkpoints"
