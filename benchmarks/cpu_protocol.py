@@ -22,7 +22,7 @@ from icu_unlearn import load_config  # noqa: E402
 from icu_unlearn.data.forget import load_forget_set  # noqa: E402
 from icu_unlearn.demo import ids_spec  # noqa: E402
 from icu_unlearn.io import atomic_write_json  # noqa: E402
-from icu_unlearn.memorize import MemorizeSettings, memorize  # noqa: E402
+from icu_unlearn.memorize import MemorizeSettings, plant  # noqa: E402
 from icu_unlearn.metrics.utility import evaluate_utility  # noqa: E402
 from icu_unlearn.models import load_model_and_tokenizer  # noqa: E402
 from icu_unlearn.report import load_run, markdown_table, write_report  # noqa: E402
@@ -87,19 +87,11 @@ def main() -> None:
     keep = [s.id for s in load_forget_set(args.keep, tokenizer) if s.id not in forget]
     keep_spec = ids_spec(keep)
     planted = out / "planted"
-    if not (planted / "memorize.json").is_file():
-        report = memorize(
-            MemorizeSettings(
-                args.model,
-                ids_spec(forget + keep),
-                str(planted),
-                lr=1e-4,
-                max_epochs=60,
-                batch_size=8,
-            ),
-            overwrite=True,
-        )
-        print(f"planted {len(forget) + len(keep)} sequences in {report['epochs']} epochs")
+    planting = MemorizeSettings(
+        args.model, ids_spec(forget + keep), str(planted), lr=1e-4, max_epochs=60, batch_size=8
+    )
+    report = plant(planting, progress=True)
+    print(f"planted {len(forget) + len(keep)} sequences in {report['epochs']} epochs")
     planted_utility = _utility(str(planted), planted / "utility.json", tasks, args.limit)
     utilities = [planted_utility]
 

@@ -34,7 +34,7 @@ from icu_unlearn.data.forget import load_forget_set
 from icu_unlearn.demo import ids_spec
 from icu_unlearn.evaluate import EvalSettings, evaluate
 from icu_unlearn.io import atomic_write_json, atomic_write_text
-from icu_unlearn.memorize import MemorizeSettings, memorize
+from icu_unlearn.memorize import MemorizeSettings, plant
 from icu_unlearn.metrics.similarity import token_entropy
 from icu_unlearn.metrics.utility import evaluate_utility
 from icu_unlearn.models import load_model_and_tokenizer
@@ -129,14 +129,11 @@ def _run(name: str, protocol: Protocol, planted: str, out: Path) -> dict:
 def _plant(protocol: Protocol, planted: Path) -> None:
     """The planted model of the protocol: forget and keep sequences together, every one
     to MA >= 0.95 (resumed where a planting was interrupted)."""
-    if (planted / "memorize.json").is_file():
-        return
     _, tokenizer = load_model_and_tokenizer(REFERENCE)
     forget = [s.id for s in load_forget_set(protocol.forget, tokenizer)]
     keep = [s.id for s in load_forget_set(protocol.keep, tokenizer) if s.id not in forget]
     settings = MemorizeSettings(REFERENCE, ids_spec(forget + keep), str(planted), max_epochs=60)
-    resume = (planted / "checkpoints" / "LATEST").is_file()
-    memorize(settings, resume=resume, overwrite=not resume, progress=False)
+    plant(settings)
 
 
 def _audit(model: str, protocol: Protocol, attacks: list[str]) -> dict:

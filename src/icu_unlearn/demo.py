@@ -7,7 +7,6 @@ are, that the other half and ordinary text are unharmed, and write the report.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,7 +16,7 @@ from .data.forget import load_forget_set
 from .errors import UsageError
 from .evaluate import EvalSettings, evaluate
 from .io import atomic_write_json
-from .memorize import MemorizeSettings, memorize
+from .memorize import MemorizeSettings, plant, planted_with
 from .metrics.memorization import el_range
 from .models import load_model_and_tokenizer
 from .precision import check_precision, resolve
@@ -223,37 +222,29 @@ class _Steps:
 
 
 def _plant(settings: DemoSettings, folder: Path) -> str:
-    """Memorize the planted set once; a later demo with the same settings reuses it."""
-    report_path = folder / "memorize.json"
-    if report_path.is_file():
-        report = json.loads(report_path.read_text())
-        if (
-            report["model"] == settings.model
-            and report["forget"] == settings.plant
-            and report["reached"]
-        ):
-            print(f"reusing {folder} (planted in {report['epochs']} epochs earlier)")
-            return str(folder)
-    report = memorize(
-        MemorizeSettings(
-            settings.model,
-            settings.plant,
-            str(folder),
-            lr=settings.plant_lr,
-            max_epochs=settings.plant_max_epochs,
-            batch_size=settings.plant_batch_size,
-            data_dir=settings.data_dir,
-            precision=settings.precision,
-        ),
-        overwrite=True,
-        progress=settings.progress,
+    """Memorize the planted set once: a later demo with the same settings reuses it, a
+    killed one resumes it, one with other settings plants over it."""
+    planting = MemorizeSettings(
+        settings.model,
+        settings.plant,
+        str(folder),
+        lr=settings.plant_lr,
+        max_epochs=settings.plant_max_epochs,
+        batch_size=settings.plant_batch_size,
+        data_dir=settings.data_dir,
+        precision=settings.precision,
     )
+    reused = planted_with(planting) is not None
+    report = plant(planting, progress=settings.progress, replace=True)
     if not report["reached"]:
         raise UsageError(
             f"planting did not reach MA 0.95 in {report['epochs']} epochs; "
             "raise --plant-max-epochs or plant fewer sequences"
         )
-    print(f"planted in {report['epochs']} epochs ({report['seconds']:.0f} s)")
+    if reused:
+        print(f"reusing {folder} (planted in {report['epochs']} epochs earlier)")
+    else:
+        print(f"planted in {report['epochs']} epochs ({report['seconds']:.0f} s)")
     return str(folder)
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from accelerate import PartialState
 
+from . import run_dir
 from .config import RunConfig, load_config
+from .errors import UsageError
 from .io import atomic_write_json
 from .precision import HELP as PRECISION_HELP
 from .precision import check_precision
@@ -76,6 +78,36 @@ def memorize(
     if PartialState().is_main_process:
         atomic_write_json(Path(settings.out) / "memorize.json", report)
     return report
+
+
+def plant(settings: MemorizeSettings, progress: bool = False, replace: bool = False) -> dict:
+    """The report of the planting `settings` describe, once it has ended (what
+    `train.finish_run` is for runs): a planting that ended is read, not run again; a killed
+    or interrupted one resumes from its newest checkpoint; otherwise it starts. A planting
+    in that folder made with other settings (max_epochs aside) is refused, or with
+    `replace` planted over. For the demo and the benchmarks, which plant once and must go
+    on where they were stopped."""
+    if (report := planted_with(settings)) is not None:
+        return report
+    out, config = Path(settings.out), _run_config(settings)
+    if not run_dir.started_with(out, config):
+        if not replace:
+            raise UsageError(
+                f"{out} holds a planting made with other settings; give another out, or remove it"
+            )
+        return memorize(settings, overwrite=True, progress=progress)
+    resume = (out / "checkpoints" / "LATEST").is_file()
+    return memorize(settings, resume=resume, overwrite=not resume, progress=progress)
+
+
+def planted_with(settings: MemorizeSettings) -> dict | None:
+    """The report of a planting in `settings.out` that ended and was made with `settings`
+    (max_epochs aside, and keys added to the config since); None otherwise."""
+    out, report = Path(settings.out), Path(settings.out) / "memorize.json"
+    ended = run_dir.ended_manifest(out) is not None and report.is_file()
+    if not ended or not run_dir.started_with(out, _run_config(settings), added_since_ok=True):
+        return None
+    return json.loads(report.read_text())
 
 
 def _run_config(settings: MemorizeSettings) -> RunConfig:

@@ -49,7 +49,7 @@ def check_out(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> No
     if resume:
         if not (out / "checkpoints" / "LATEST").exists():
             raise UsageError(_nothing_to_resume(out))
-        if not _started_with(out, config):
+        if not started_with(out, config):
             raise UsageError(
                 f"the config differs from the one {out} was started with; "
                 "resume with the same config, or start a new --out"
@@ -70,11 +70,11 @@ def check_out(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> No
 def ended(out: Path, config: RunConfig) -> dict | None:
     """The manifest of a run in `out` that has ended, or None (no run, or one killed or
     interrupted); refused when that run was made with another config than `config`
-    (max_epochs aside, as for resuming)."""
+    (max_epochs aside, as for resuming, and keys added to the config since it ran)."""
     recorded = ended_manifest(out)
     if recorded is None:
         return None
-    if not _started_with(out, config):
+    if not started_with(out, config, added_since_ok=True):
         raise UsageError(
             f"{out} holds a run that ended with another config; give another out, or remove it"
         )
@@ -91,10 +91,26 @@ def ended_manifest(out: Path) -> dict | None:
     return None if recorded.get("status") in ("running", "interrupted") else recorded
 
 
-def _started_with(out: Path, config: RunConfig) -> bool:
-    """The run in `out` was started with `config`, max_epochs aside (or recorded none)."""
+def started_with(out: Path, config: RunConfig, added_since_ok: bool = False) -> bool:
+    """The run in `out` was started with `config`, max_epochs aside (or recorded none).
+
+    `added_since_ok`: keys its config.yaml lacks, added to the config after that run was
+    made, are not compared. For reading an ended run's results only: resuming under a key
+    the run never knew could change its course, so a resume compares every key."""
     saved = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
-    return not saved or _resumable(yaml.safe_load(saved)) == _resumable(config.to_dict())
+    if not saved:
+        return True
+    recorded, asked = _resumable(yaml.safe_load(saved)), _resumable(config.to_dict())
+    return recorded == (_known_to(recorded, asked) if added_since_ok else asked)
+
+
+def _known_to(recorded: dict, asked: dict) -> dict:
+    """`asked` without the keys (at any depth) that `recorded` lacks."""
+    return {
+        k: _known_to(recorded[k], v) if isinstance(v, dict) and isinstance(recorded[k], dict) else v
+        for k, v in asked.items()
+        if k in recorded
+    }
 
 
 def _resumable(config: dict) -> dict:

@@ -4,6 +4,7 @@ and a killed planting resumes to the same model."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -95,3 +96,50 @@ def test_a_planting_run_directory_loads_as_its_model(scenario, one_process_plant
         "20",
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_plant_reads_an_ended_planting_resumes_a_killed_one_and_refuses_others(
+    scenario, tmp_path, monkeypatch
+):
+    """What the demo and the benchmarks plant with (`memorize.plant`, `finish_run` for
+    plantings): planted once, read (not planted again) once it ended, even by a version
+    whose config has keys the planting's lacks, resumed after a kill; a planting with
+    other settings there is refused, or planted over when asked."""
+    import yaml
+
+    from icu_unlearn import memorize as module
+    from icu_unlearn.errors import UsageError
+
+    calls, real = [], module.unlearn
+
+    def keeping(config, resume=False, overwrite=False, progress=True):
+        calls.append("resume" if resume else "overwrite" if overwrite else "start")
+        return real(config, resume, overwrite, progress, keep_checkpoints=True)
+
+    monkeypatch.setattr(module, "unlearn", keeping)
+    out = tmp_path / "planting"
+    settings = module.MemorizeSettings(
+        str(scenario["base"]), str(scenario["forget"]), str(out), lr=1e-2, max_epochs=2,
+        batch_size=4, prefix_length=20, target_ma=1.0,
+    )  # fmt: skip
+    first = module.plant(settings)
+    assert calls == ["overwrite"] and first["epochs"] == 2 and not first["reached"]
+    assert module.plant(settings) == first and calls == ["overwrite"]
+    # made by a version without a key this one has: still this planting, read as it is
+    config = out / "config.yaml"
+    recorded = yaml.safe_load(config.read_text())
+    del recorded["prefix_weight"], recorded["eval"]["verify"]
+    config.write_text(yaml.safe_dump(recorded))
+    assert module.plant(settings) == first and calls == ["overwrite"]
+    # but a resume compares every key: put back, then killed after its last checkpoint
+    module.plant(replace(settings, lr=2e-2), replace=True)  # over it, then back again
+    assert calls == ["overwrite", "overwrite"]
+    module.plant(settings, replace=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps(manifest | {"status": "running"}))
+    again = module.plant(settings)
+    assert calls == ["overwrite", "overwrite", "overwrite", "resume"]
+    assert again["ma"] == first["ma"] and again["history"] == first["history"]
+    with pytest.raises(UsageError, match="holds a planting made with other settings"):
+        module.plant(replace(settings, lr=5e-3))
+    assert len(calls) == 4 and module.planted_with(replace(settings, lr=5e-3)) is None

@@ -120,6 +120,13 @@ def test_finish_run_reads_an_ended_run_and_resumes_a_killed_one(scenario, tmp_pa
     ended = train.finish_run(config)
     assert resumed == [False] and ended["status"] == "incomplete" and ended["epochs"] == 2
     assert train.finish_run(config) == ended and resumed == [False]
+    # ended under a version whose config lacked a key this one has: read as it is
+    saved = tmp_path / "run" / "config.yaml"
+    text = saved.read_text()
+    assert "\nprefix_weight: " in text
+    saved.write_text("".join(x for x in text.splitlines(True) if not x.startswith("prefix_weight")))
+    assert train.finish_run(config) == ended and resumed == [False]
+    saved.write_text(text)
     # killed after its last checkpoint: the manifest still says "running"
     manifest = tmp_path / "run" / "manifest.json"
     manifest.write_text(json.dumps(ended | {"status": "running"}))
