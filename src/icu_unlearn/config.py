@@ -516,6 +516,18 @@ class RunConfig:
             "(benchmarks/results/forget_target.md, docs/fidelity.md)"
         },
     )
+    relearn_step: float = field(
+        default=0.0,
+        metadata={
+            "help": "Durability against the relearn attack (experimental): each step's "
+            "gradient is taken at the weights moved one sign step of this size along the "
+            "relearning direction (the NLL gradient of the step's forget sequences, whole, "
+            "as the attack trains; its first Adam step moves each weight by its lr, "
+            "audit.relearn_lr), then applied at the weights as they were: sharpness-aware "
+            "forgetting toward the attack. One forward and backward more a step, one copy "
+            "of the trained weights. One process or DDP. 0: off"
+        },
+    )
     prefix_length: int = field(
         default=50,
         metadata={"help": "t0: the paper's 50-token prefixes"},
@@ -618,6 +630,8 @@ class RunConfig:
             raise UsageError("max_epochs must be at least 1")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise UsageError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if self.relearn_step < 0:
+            raise UsageError(f"relearn_step must be 0 (off) or more, got {self.relearn_step}")
         if self.prefix_weight < 0:
             raise UsageError(f"prefix_weight must be 0 (off) or more, got {self.prefix_weight}")
         if self.forget_target not in FORGET_TARGETS:

@@ -34,6 +34,8 @@ def set_up(config: RunConfig, resume: bool, overwrite: bool, progress: bool):
     accelerator = distributed.make_accelerator()
     procs = distributed.Processes(accelerator)
     distributed.check_launch(accelerator, config.batch_size, config.grad_accum)
+    if config.relearn_step and not procs.replicated:
+        raise UsageError("relearn_step needs the weights' gradients in place: one process or DDP")
     if config.lora.r > 0 and procs.lockstep:
         raise UsageError("LoRA runs need replicated weights: launch with DDP or DeepSpeed ZeRO-2")
     torch.manual_seed(config.seed)

@@ -26,7 +26,7 @@ from .evaluate import summarize
 from .forget_scoring import score_forget_set
 from .generation import right_pad
 from .io import publish_model
-from .losses import kl_loss
+from .losses import kl_loss, nll_loss
 from .methods import runnable
 from .methods.base import Batch
 from .models import weights_digest
@@ -164,6 +164,9 @@ def _train_epoch(setup: RunSetup, active: list[str], epoch: int, pushed: set[str
         # the same number of backward passes on every process: gradient sync is collective
         micro_steps = math.ceil(math.ceil(len(batch) / procs.world) / micro)
         setup.optimizer.zero_grad()
+        held = None
+        if config.relearn_step:
+            held = _relearning_shift(setup, batch, mine, micro, micro_steps)
         for m in range(micro_steps):
             ids = mine[m * micro : (m + 1) * micro]
             weight = len(ids) / len(batch) * procs.world
@@ -187,6 +190,10 @@ def _train_epoch(setup: RunSetup, active: list[str], epoch: int, pushed: set[str
                 procs.backward(loss * weight)
             for k, v in {"loss": value, **terms}.items():
                 totals[k] = totals.get(k, 0.0) + v * len(ids)
+        if held is not None:  # the gradient was taken at the shifted weights, applied here
+            with torch.no_grad():
+                for p, w in zip(_trained(setup.model), held, strict=True):
+                    p.copy_(w)
         setup.optimizer.step()
         # freed now, not at the next step: the epoch's scoring runs without a weight-sized
         # buffer of gradients that the next step would discard anyway
@@ -197,6 +204,41 @@ def _train_epoch(setup: RunSetup, active: list[str], epoch: int, pushed: set[str
     keys = sorted(totals)
     summed = dict(zip(keys, procs.sum([totals[k] for k in keys]), strict=True))
     return {k: v / len(order) for k, v in summed.items()} | {"steps": steps}
+
+
+def _relearning_shift(
+    setup: RunSetup, batch: list[str], mine: list[str], micro: int, micro_steps: int
+) -> list[torch.Tensor]:
+    """Move the trained weights by `relearn_step` against the sign of the NLL gradient of
+    the step's forget sequences (whole sequences, every token after the first, as the
+    relearn attack trains): where one Adam step of an attacker relearning them would take
+    the model. Returns copies of the weights as they were, for a bit-exact return after
+    the step's backward passes; the gradient buffers are emptied for them."""
+    procs = setup.procs
+    for m in range(micro_steps):
+        ids = mine[m * micro : (m + 1) * micro]
+        weight = len(ids) / len(batch) * procs.world
+        sequences = _collate(setup, [setup.forget[i] for i in (ids or batch[:1])])
+        with autocast(setup.config.precision, setup.accelerator.device):
+            logits = setup.model(
+                input_ids=sequences.input_ids, attention_mask=sequences.attention_mask
+            ).logits
+            every = torch.ones_like(sequences.prefix_lengths)  # from position 1
+            loss = nll_loss(logits, sequences.input_ids, sequences.attention_mask, every)
+        with procs.accumulating(setup.model, last=m == micro_steps - 1):
+            procs.backward(loss * weight)
+    held = []
+    with torch.no_grad():
+        for p in _trained(setup.model):
+            held.append(p.detach().clone())
+            if p.grad is not None:
+                p.sub_(setup.config.relearn_step * torch.sign(p.grad))
+    setup.optimizer.zero_grad(set_to_none=True)
+    return held
+
+
+def _trained(model) -> list[torch.Tensor]:
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def _retain_term(setup: RunSetup, positions: list[int], epoch: int) -> torch.Tensor:
