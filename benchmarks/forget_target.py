@@ -99,6 +99,14 @@ RUNS = {
         "prefix_weight": 1,
         "probe.retain_weight": 3,
     },
+    # the default with each step's gradient taken one attacker's relearning step away
+    "icu-reference-prefix-rw3-relearn": {
+        "method": "icu",
+        "forget_target": "reference",
+        "prefix_weight": 1,
+        "probe.retain_weight": 3,
+        "relearn_step": 1e-4,
+    },
     # the kept records watched only, not held by the retain term
     "icu-reference-watched": {
         "method": "icu",
