@@ -192,15 +192,18 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .metrics.memorization import el_range
-    from .train import unlearn
 
     overrides = list(args.set or [])
     if args.out:
         overrides.append(f"out={args.out}")
     if args.redact:
         overrides.append("redact=true")
+    # read and checked before torch and transformers are imported: a mistyped config is
+    # answered in a fraction of a second, not after the seconds those imports take
     config = load_config(args.config, overrides)
+    from .metrics.memorization import el_range
+    from .train import unlearn
+
     _bitsandbytes_notices(config.audit.attacks)
     result = unlearn(
         config,

@@ -143,3 +143,25 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, base, tmp_path, c
     if name != "unwritable output":
         assert not (tmp_path / "out").exists()
     assert (_tree_digest(base["base"]), config.read_text()) == before
+
+
+def test_a_bad_config_is_answered_before_torch_is_imported(tmp_path):
+    """`run` reads and checks its config first: a mistyped key is one line in about a
+    second, not after the seconds that importing torch and transformers takes."""
+    import subprocess
+    import sys
+
+    from tests.integration.test_eval_cli import ROOT
+
+    config = tmp_path / "run.yaml"
+    config.write_text("model: m\nforget: f\nalhpa: 0.5\n")
+    script = (
+        "import sys\nfrom icu_unlearn.cli import main\n"
+        f"code = main(['run', {str(config)!r}, '--out', {str(tmp_path / 'out')!r}])\n"
+        "print(code, 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert proc.stdout.split() == ["2", "False"], proc.stderr
+    assert "unknown config key alhpa" in proc.stderr
