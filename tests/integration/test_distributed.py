@@ -213,15 +213,23 @@ def test_a_deepspeed_config_that_agrees_is_filled_in():
         {"method": "npo"},
         {"method": "kumpr", "batch_size": "all"},
         {"method": "icu", "refinement.num_beams": 2},
-        {"method": "icu", "probe.retain": "RETAINED", "probe.retain_max_ma_drop": "null"},
+        # and each step's gradient taken at the relearning shift (a sign of the summed
+        # gradients of both processes' shares)
+        {
+            "method": "icu",
+            "probe.retain": "RETAINED",
+            "probe.retain_max_ma_drop": "null",
+            "relearn_step": 1e-4,
+        },
     ],
-    ids=["npo", "kumpr-all", "icu-beam-iur", "icu-retain-term"],
+    ids=["npo", "kumpr-all", "icu-beam-iur", "icu-retain-term-relearn-step"],
 )
 def test_other_methods_on_two_processes_equal_one(scenario, tmp_path, extra):
     """The loop is the methods' one: a reference-model method (NPO), KUMPR's one step an
     epoch, and ICU whose IUR check regenerates with beam search (each process its share)
     split over 2 processes give one process's losses, checks and weights; so does the
-    retain term on kept records (each process the kept records of its forget samples)."""
+    retain term on kept records (each process the kept records of its forget samples), with
+    the relearning shift of `relearn_step`."""
     extra = {k: str(scenario["retained"]) if v == "RETAINED" else v for k, v in extra.items()}
     settings = _settings(scenario, max_epochs=2, **extra)
     config = tmp_path / "run.yaml"
