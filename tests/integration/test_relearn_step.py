@@ -95,3 +95,14 @@ def test_the_step_is_applied_at_the_weights_as_they_were(scenario, tmp_path):
 def test_a_negative_step_is_refused():
     with pytest.raises(UsageError, match="relearn_step must be 0"):
         load_config(None, ["relearn_step=-1e-4"])
+
+
+def test_weights_whose_gradients_are_not_in_place_are_refused(scenario, tmp_path, monkeypatch):
+    """Under DeepSpeed or FSDP the gradients live in the engine's buffers: one line, before
+    anything is written (simulated: no distributed type counted as replicated)."""
+    monkeypatch.setattr(distributed, "REPLICATED", ())
+    keys = {"model": scenario["planted_model"], "forget": scenario["forget"], "relearn_step": 1e-4}
+    config = load_config(None, [f"{k}={v}" for k, v in keys.items()] + [f"out={tmp_path / 'o'}"])
+    with pytest.raises(UsageError, match="relearn_step needs the weights' gradients in place"):
+        unlearn(config, progress=False)
+    assert not (tmp_path / "o").exists()
