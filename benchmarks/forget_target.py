@@ -107,6 +107,14 @@ RUNS = {
         "probe.retain_weight": 3,
         "relearn_step": 1e-4,
     },
+    # the same, a third of the step: between the default and the step above
+    "icu-reference-prefix-rw3-relearn-3e-5": {
+        "method": "icu",
+        "forget_target": "reference",
+        "prefix_weight": 1,
+        "probe.retain_weight": 3,
+        "relearn_step": 3e-5,
+    },
     # the kept records watched only, not held by the retain term
     "icu-reference-watched": {
         "method": "icu",
