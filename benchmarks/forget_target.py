@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from icu_unlearn import load_config
 from icu_unlearn.audit.api import audit
 from icu_unlearn.audit_settings import AuditSettings
@@ -333,13 +335,15 @@ def write_results(manifests: dict, measured: dict, protocol: Protocol, args) -> 
     planted_nll = _holdout_nll(planted["audit"])
     reference_nll = _holdout_nll(planted["audit"], "reference")
     reference_ppl = planted.get("reference_ppl") or {}
+    threads = torch.get_num_threads()
     lines = [
         f"# The forget target on {protocol.title}: ascent against the never-planted reference",
         "",
-        "Command: `OMP_NUM_THREADS=1 ICU_DATA_DIR=../shared/data .venv/bin/python "
+        f"Command: `OMP_NUM_THREADS={threads} ICU_DATA_DIR=../shared/data .venv/bin/python "
         f"benchmarks/forget_target.py --protocol {args.protocol} --planted {args.planted} "
         f"--out {args.out}" + (f" --only {args.only}" if args.only else "") + "`",
-        f"Machine: {platform.machine()}, 2 CPU cores shared with other work, torch CPU, one thread. "
+        f"Machine: {platform.machine()}, 2 CPU cores shared with other work, torch CPU, "
+        f"{threads} thread(s) in this invocation (other rows: 'How the rows were made'). "
         f"Forget {protocol.forget}; keep {protocol.keep}; holdout {protocol.holdout}; reference "
         f"{REFERENCE} (the model before planting). Every run: stop.scope each, stop.reference "
         "set, audit.holdout set; " + ", ".join(f"{k}={v}" for k, v in protocol.settings.items()),
