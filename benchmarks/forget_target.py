@@ -46,6 +46,7 @@ from icu_unlearn.train import finish_run
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "smollm2-135m"  # the model before planting
 ATTACKS = ["quantize:4", "relearn"]
+HAND_WRITTEN = "<!-- written by hand from here on; forget_target.py keeps it -->"
 
 
 @dataclass(frozen=True)
@@ -422,7 +423,12 @@ def write_results(manifests: dict, measured: dict, protocol: Protocol, args) -> 
                 planted["reference_gen"]["forget"][i]["generation"],
             ]
             lines.append(f"| {i} | " + " | ".join(_md(c) for c in cells) + " |")
-    atomic_write_text(ROOT / "benchmarks" / "results" / protocol.results, "\n".join(lines) + "\n")
+    path = ROOT / "benchmarks" / "results" / protocol.results
+    # what follows HAND_WRITTEN in the file (how each row was made, tables of its epochs)
+    # is kept: the rows above it are rewritten as each run ends
+    kept = path.read_text() if path.is_file() else ""
+    kept = kept[kept.index(HAND_WRITTEN) :] if HAND_WRITTEN in kept else ""
+    atomic_write_text(path, "\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
 
 
 def _gen_cells(gen: dict) -> str:
